@@ -1,0 +1,59 @@
+"""Chest X-ray classification metrics: plain function, offline `evaluate` module, per-group breakdowns."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .cxr_metrics.cxr_metrics import compute_classification_metrics, expected_calibration_error
+
+# The directory `evaluate.load` accepts: it holds `cxr_metrics.py`, named like the directory.
+METRIC_PATH: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cxr_metrics")
+
+
+def load_cxr_metric(**init_kwargs: Any):
+    """Load the metric with `evaluate.load` from its local directory; no network access is involved."""
+    import evaluate  # deferred: importing evaluate is slow and only this entry point needs it
+
+    return evaluate.load(METRIC_PATH, **init_kwargs)
+
+
+def per_group_metrics(
+    probabilities: Any,
+    labels: Any,
+    groups: Sequence[Any],
+    label_names: Sequence[str] | None = None,
+    num_bins: int = 15,
+) -> dict[str, dict[str, Any]]:
+    """Metrics for each group (e.g. each `source` dataset), keyed by `str(group)` in sorted order.
+
+    A group holding one class only still gets accuracy and that class's sensitivity; AUC and other values
+    that need both classes come back as None.
+    """
+    probs = np.asarray(probabilities)
+    labels_arr = np.asarray(labels)
+    group_keys = np.asarray([str(group) for group in groups])
+    if len(group_keys) != len(labels_arr) or len(group_keys) != len(probs):
+        raise ValueError(
+            f"groups has {len(group_keys)} entries but there are {len(probs)} probability rows "
+            f"and {len(labels_arr)} labels"
+        )
+    results = {}
+    for key in sorted(set(group_keys.tolist())):
+        in_group = group_keys == key
+        results[key] = compute_classification_metrics(
+            probs[in_group], labels_arr[in_group], label_names=label_names, num_bins=num_bins
+        )
+    return results
+
+
+__all__ = [
+    "METRIC_PATH",
+    "compute_classification_metrics",
+    "expected_calibration_error",
+    "load_cxr_metric",
+    "per_group_metrics",
+]
