@@ -34,7 +34,8 @@ class RadiographImageProcessor(DeiTImageProcessorPil):
     image_std = GREY_STD
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs) -> np.ndarray:
-        return super().process_image(to_grey_array(image), do_convert_rgb=False, input_data_format=ChannelDimension.FIRST)
+        grey = to_grey_array(image)
+        return super().process_image(grey, do_convert_rgb=False, input_data_format=ChannelDimension.FIRST)
 
 
 def to_grey_array(image) -> np.ndarray:

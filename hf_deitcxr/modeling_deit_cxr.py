@@ -196,11 +196,13 @@ class DeiTCXRForImageClassificationWithTeacher(DeiTForImageClassificationWithTea
         DeiTPreTrainedModel.__init__(self, config)
         self.num_labels = config.num_labels
         self.deit = DeiTCXRModel(config, add_pooling_layer=False)
-        self.cls_classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
-        self.distillation_classifier = (
-            nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
-        )
+        self.cls_classifier = self._head(config)
+        self.distillation_classifier = self._head(config)
         self.post_init()
+
+    @staticmethod
+    def _head(config: DeiTCXRConfig) -> nn.Module:
+        return nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -238,7 +240,9 @@ class DeiTCXRForImageClassificationWithTeacher(DeiTForImageClassificationWithTea
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         if pixel_values.ndim != 4:
-            raise ValueError(f"pixel_values must be 4-D (batch, channels, height, width), got {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"pixel_values must be 4-D (batch, channels, height, width), got {tuple(pixel_values.shape)}"
+            )
         outputs = self.deit(
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,

@@ -53,7 +53,9 @@ def fold_rgb_conv_to_grey(
 
 
 @torch.no_grad()
-def interpolate_position_embeddings(positions: torch.Tensor, new_grid: int, num_special_tokens: int = 2) -> torch.Tensor:
+def interpolate_position_embeddings(
+    positions: torch.Tensor, new_grid: int, num_special_tokens: int = 2
+) -> torch.Tensor:
     """Resize (1, special + g*g, d) position embeddings to a new_grid x new_grid patch grid (bicubic)."""
     special, patches = positions[:, :num_special_tokens], positions[:, num_special_tokens:]
     old_grid = math.isqrt(patches.shape[1])

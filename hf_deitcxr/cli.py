@@ -1,0 +1,69 @@
+"""`hf-deitcxr`: train, evaluate, validate-data and quickstart from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-deitcxr", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a stage (all scripts/train.py arguments; see --help)",
+                                add_help=False)
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+
+    evaluate = commands.add_parser("evaluate", help="metrics + plots of a saved model on a dataset split")
+    evaluate.add_argument("--model", required=True, help="saved model folder or Hub id")
+    evaluate.add_argument("--dataset", required=True, help="dataset (same forms as for training)")
+    evaluate.add_argument("--split", default="validation")
+    evaluate.add_argument("--output_dir", default=None)
+    evaluate.add_argument("--batch_size", type=int, default=32)
+
+    validate = commands.add_parser("validate-data", help="check a dataset: unreadable files, leakage, counts")
+    validate.add_argument("--dataset", required=True)
+    validate.add_argument("--class_names", default=None, help="comma-separated class order")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    quickstart = commands.add_parser("quickstart", help="teacher -> distilled student -> evaluation, on CPU")
+    quickstart.add_argument("--dataset", default=None, help="default: ../shared/data/cxr3, else bundled sample")
+    quickstart.add_argument("--output_dir", default="outputs/quickstart")
+    quickstart.add_argument("--image_size", type=int, default=None)
+    quickstart.add_argument("--epochs", type=float, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "train":
+        from .training.cli import train_main
+
+        return train_main(args.train_args)
+    if args.command == "evaluate":
+        from .evaluation import evaluate_model
+
+        report = evaluate_model(args.model, args.dataset, args.split, args.output_dir, args.batch_size)
+        print(json.dumps(report["overall"], indent=2, default=str))
+        return 0
+    if args.command == "validate-data":
+        return validate_data(args)
+    from .quickstart import run_quickstart
+
+    run_quickstart(args.dataset, args.output_dir, image_size=args.image_size, epochs=args.epochs)
+    return 0
+
+
+def validate_data(args: argparse.Namespace) -> int:
+    from .data import load_radiograph_dataset, validate_dataset
+
+    class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    report = validate_dataset(load_radiograph_dataset(args.dataset, class_names=class_names))
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.format())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

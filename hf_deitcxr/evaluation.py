@@ -1,0 +1,48 @@
+"""Evaluate a saved classifier folder on a dataset split: metrics JSON, confusion matrix and ROC plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from .data import load_radiograph_dataset
+from .data.transforms import CachedImageDataset, RadiographCollator
+from .metrics.report import write_evaluation_report
+from .training.models import input_spec_from_processor
+
+
+@torch.inference_mode()
+def predict_probabilities(model, dataset: CachedImageDataset, collator, batch_size: int = 32) -> np.ndarray:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
+    chunks = []
+    for batch in tqdm(loader, desc="evaluating", unit="batch"):
+        chunks.append(model(pixel_values=batch["pixel_values"]).logits.float().softmax(dim=-1))
+    return torch.cat(chunks).numpy()
+
+
+def evaluate_model(
+    model_path: str, dataset: str, split: str = "validation", output_dir: str | None = None, batch_size: int = 32
+) -> dict:
+    """Metrics of the model at `model_path` on `split` of `dataset`.
+
+    Written to `output_dir` (default: `<model_path>/eval-<split>`).
+    """
+    model = AutoModelForImageClassification.from_pretrained(model_path).eval()
+    processor = AutoImageProcessor.from_pretrained(model_path)
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    datasets = load_radiograph_dataset(dataset, class_names=label_names)
+    if split not in datasets:
+        raise ValueError(f"split {split!r} not in {dataset}; available: {list(datasets)}")
+    spec = input_spec_from_processor(processor, model.config.num_channels)
+    data = CachedImageDataset.from_hf_dataset(datasets[split], size=spec.size)
+    collator = RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
+    probabilities = predict_probabilities(model, data, collator, batch_size)
+    target = Path(output_dir) if output_dir else Path(model_path) / f"eval-{split}"
+    return write_evaluation_report(
+        target, probabilities, data.labels.numpy(), label_names, sources=data.extras.get("source"),
+        extra={"model": str(model_path), "dataset": str(dataset), "split": split},
+    )

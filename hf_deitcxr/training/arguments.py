@@ -1,0 +1,110 @@
+"""Command-line arguments of `scripts/train.py` / `hf-deitcxr train`, in the HF-examples style."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STAGES = ("teacher", "distill", "baseline")
+BALANCING = ("none", "weighted_sampler", "class_weighted_loss", "oversample")
+STUDENT_PRESETS = {
+    # DeiT paper sizes (patch 16): hidden, layers, heads, MLP.
+    "deit-tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768),
+    "deit-small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536),
+    "deit-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+@dataclass
+class ModelArguments:
+    stage: str = field(
+        default="distill",
+        metadata={"help": "teacher: fine-tune the CNN teacher; distill: DeiT student with the teacher; "
+                  "baseline: DeiT student without a teacher", "choices": list(STAGES)},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained checkpoint to start from (Hub id or folder): a DeiT (e.g. "
+                  "facebook/deit-tiny-distilled-patch16-224) for distill/baseline, a DenseNet folder converted by "
+                  "scripts/convert_densenet_weights.py for teacher. Default: train from scratch."},
+    )
+    student_preset: str = field(
+        default="deit-tiny", metadata={"help": "Student size when training from scratch",
+                                       "choices": list(STUDENT_PRESETS)}
+    )
+    patch_size: int = field(default=16, metadata={"help": "Student patch size when training from scratch"})
+    teacher_variant: str = field(
+        default="densenet121", metadata={"help": "Teacher architecture when training it from scratch",
+                                         "choices": ["densenet121", "densenet169", "densenet201"]}
+    )
+    teacher_name_or_path: str | None = field(
+        default=None, metadata={"help": "Trained teacher (folder or Hub id) for the distill stage"}
+    )
+    image_size: int = field(default=224, metadata={"help": "Model input resolution (square)"})
+    num_channels: int = field(default=3, metadata={"help": "3: grey replicated to RGB (default); 1: grey"})
+    distillation_type: str = field(default="hard", metadata={"choices": ["soft", "hard"]})
+    distillation_alpha: float = field(default=0.5)
+    distillation_tau: float = field(default=1.0)
+    drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the student"})
+    inference_head: str = field(default="average", metadata={"choices": ["average", "cls", "distillation"]})
+    channels_last_teacher: bool = field(default=True, metadata={"help": "channels_last memory format for the CNN"})
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.stage == "distill" and not self.teacher_name_or_path:
+            raise ValueError("stage 'distill' needs --teacher_name_or_path (train one with --stage teacher)")
+        if self.num_channels not in (1, 3):
+            raise ValueError(f"num_channels must be 1 or 3, got {self.num_channels}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default=None,
+        metadata={"help": "Hub dataset id, imagefolder directory (optional metadata.csv), CSV manifest "
+                  "(path,label[,patient_id][,source][,split]) or folder of DICOM files"},
+    )
+    class_names: str | None = field(
+        default=None, metadata={"help": "Comma-separated class order (default: sorted label names)"}
+    )
+    validation_fraction: float = field(
+        default=0.15, metadata={"help": "Patient-level validation split made when the data has only train"}
+    )
+    eval_split: str = field(default="validation")
+    train_subset: int | None = field(
+        default=None, metadata={"help": "Use ~N training images (whole patients, stratified) for data-efficiency runs"}
+    )
+    subset_seed: int = field(default=0)
+    balancing: str = field(
+        default="class_weighted_loss", metadata={"help": "Class balancing", "choices": list(BALANCING)}
+    )
+    augment: bool = field(default=True, metadata={"help": "Random radiograph augmentation while training"})
+    teacher_logit_cache: bool = field(
+        default=False,
+        metadata={"help": "Precompute teacher logits once (only allowed with --augment false)"},
+    )
+    allow_leakage: bool = field(
+        default=False, metadata={"help": "Train even if patients or identical images appear in two splits"}
+    )
+    resume: bool = field(
+        default=True, metadata={"help": "Resume from the last checkpoint in output_dir when there is one"}
+    )
+
+    def __post_init__(self) -> None:
+        if not self.dataset:
+            raise ValueError("--dataset is required")
+        if self.balancing not in BALANCING:
+            raise ValueError(f"balancing must be one of {BALANCING}, got {self.balancing!r}")
+        if self.teacher_logit_cache and self.augment:
+            raise ValueError(
+                "--teacher_logit_cache needs --augment false: with random augmentation the teacher must see each "
+                "step's augmented image, which a cache cannot provide"
+            )
+
+    @property
+    def class_name_list(self) -> list[str] | None:
+        if not self.class_names:
+            return None
+        return [name.strip() for name in self.class_names.split(",") if name.strip()]

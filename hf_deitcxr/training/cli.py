@@ -1,0 +1,45 @@
+"""Parse training arguments (HfArgumentParser) and run a stage; shared by scripts/train.py and `hf-deitcxr train`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from .arguments import DataArguments, ModelArguments
+
+# Training defaults that differ from TrainingArguments' own: what radiograph classification on small data needs.
+DEFAULTS = {
+    "learning_rate": 5e-4,
+    "weight_decay": 0.05,
+    "warmup_steps": 0.05,
+    "lr_scheduler_type": "cosine",
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 10,
+    "report_to": "none",
+    "dataloader_num_workers": 0,
+}
+
+
+def parse_training_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser.set_defaults(**DEFAULTS)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    return parser.parse_args_into_dataclasses(args=list(argv))
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    from .run import run_training  # heavy imports only once arguments parsed
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_training_arguments(sys.argv[1:] if argv is None else argv)
+    report = run_training(model_args, data_args, training_args)
+    overall = report.get("overall", report)
+    print(json.dumps({k: overall.get(k) for k in ("accuracy", "macro_f1", "macro_auc") if k in overall}))
+    return 0

@@ -1,0 +1,162 @@
+"""One training stage end to end: data -> checks -> model -> Trainer -> Hub-ready folder with metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..balancing import balanced_class_weights, make_weighted_sampler, oversample_indices
+from ..data import ensure_no_leakage, load_radiograph_dataset, patient_subset, validate_dataset
+from ..data.transforms import AugmentationConfig, CachedImageDataset, RadiographAugmentation, RadiographCollator
+from ..image_processing_deit_cxr import make_image_processor
+from ..metrics.report import make_compute_metrics, write_evaluation_report
+from .arguments import DataArguments, ModelArguments
+from .models import build_student, build_teacher, input_spec_from_processor, load_trained_teacher
+from .teacher_inputs import TeacherInputAdapter
+from .trainer import DistillationTrainer, compute_teacher_logits
+
+logger = logging.getLogger(__name__)
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    """Train one stage and write the final model, image processor, metrics and plots to `output_dir`."""
+    datasets = load_radiograph_dataset(
+        data_args.dataset, class_names=data_args.class_name_list, validation_fraction=data_args.validation_fraction
+    )
+    report = validate_dataset(datasets)
+    logger.info("data report:\n%s", report.format())
+    ensure_no_leakage(report, allow_leakage=data_args.allow_leakage)
+    if data_args.eval_split not in datasets:
+        raise ValueError(f"evaluation split {data_args.eval_split!r} not found; splits: {list(datasets)}")
+
+    train_split = datasets["train"]
+    if data_args.train_subset:
+        train_split = patient_subset(train_split, data_args.train_subset, seed=data_args.subset_seed)
+    label_names = train_split.features["label"].names
+
+    model = build_teacher(model_args, label_names) if model_args.stage == "teacher" else build_student(
+        model_args, label_names
+    )
+    processor = make_image_processor(model_args.image_size, model_args.num_channels)
+    student_spec = input_spec_from_processor(processor, model_args.num_channels)
+    if model_args.stage == "teacher" and model_args.channels_last_teacher:
+        model = model.to(memory_format=torch.channels_last)
+
+    train_data = CachedImageDataset.from_hf_dataset(train_split, size=model_args.image_size)
+    eval_data = CachedImageDataset.from_hf_dataset(datasets[data_args.eval_split], size=model_args.image_size)
+    augmentation = RadiographAugmentation(AugmentationConfig()) if data_args.augment else None
+    collator_kwargs = dict(
+        size=model_args.image_size, mean=student_spec.mean, std=student_spec.std,
+        num_channels=model_args.num_channels,
+    )
+    train_collator = RadiographCollator(
+        **collator_kwargs, augmentation=augmentation, return_indices=data_args.teacher_logit_cache
+    )
+    eval_collator = RadiographCollator(**collator_kwargs, augmentation=None)
+
+    train_labels = train_data.labels.tolist()
+    class_weights = sampler = None
+    if data_args.balancing == "class_weighted_loss":
+        class_weights = balanced_class_weights(train_labels, len(label_names))
+    elif data_args.balancing == "weighted_sampler":
+        sampler = make_weighted_sampler(train_labels, len(label_names), seed=training_args.seed)
+    elif data_args.balancing == "oversample":
+        train_data = torch.utils.data.Subset(train_data, oversample_indices(train_labels, len(label_names),
+                                                                            seed=training_args.seed))
+
+    teacher = adapter = logit_cache = None
+    if model_args.stage == "distill":
+        teacher, teacher_spec = load_trained_teacher(model_args.teacher_name_or_path, label_names)
+        if model_args.channels_last_teacher:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        adapter = TeacherInputAdapter(student_spec, teacher_spec)
+        if data_args.teacher_logit_cache:
+            logit_cache = build_logit_cache(teacher, train_data, train_collator, adapter, training_args)
+
+    training_args.remove_unused_columns = False
+    training_args.label_names = ["labels"]
+    trainer = DistillationTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=train_collator,
+        compute_metrics=make_compute_metrics(label_names),
+        teacher=teacher,
+        teacher_input_adapter=adapter,
+        teacher_logit_cache=logit_cache,
+        class_weights=class_weights,
+        train_sampler=sampler,
+    )
+    # Evaluation must not augment: Trainer has one collator, so swap it for eval dataloaders.
+    trainer.get_eval_dataloader = _with_collator(trainer, trainer.get_eval_dataloader, eval_collator)
+    trainer.get_test_dataloader = _with_collator(trainer, trainer.get_test_dataloader, eval_collator)
+
+    train_result = trainer.train(resume_from_checkpoint=_checkpoint_to_resume(training_args, data_args))
+    return finish(trainer, processor, eval_data, label_names, train_result, model_args, data_args)
+
+
+def build_logit_cache(teacher, train_data, collator, adapter, training_args) -> torch.Tensor:
+    base = train_data.dataset if isinstance(train_data, torch.utils.data.Subset) else train_data
+    loader = torch.utils.data.DataLoader(base, batch_size=training_args.per_device_eval_batch_size,
+                                         collate_fn=collator)
+    return compute_teacher_logits(teacher, loader, len(base), adapter, device=training_args.device)
+
+
+def _with_collator(trainer, get_dataloader, collator):
+    def wrapped(*args, **kwargs):
+        original, trainer.data_collator = trainer.data_collator, collator
+        try:
+            return get_dataloader(*args, **kwargs)
+        finally:
+            trainer.data_collator = original
+
+    return wrapped
+
+
+def _checkpoint_to_resume(training_args: TrainingArguments, data_args: DataArguments):
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if data_args.resume and os.path.isdir(training_args.output_dir):
+        last = get_last_checkpoint(training_args.output_dir)
+        if last:
+            logger.info("resuming from %s", last)
+        return last
+    return None
+
+
+def finish(trainer, processor, eval_data, label_names, train_result, model_args, data_args) -> dict:
+    """Save the Hub-ready folder: weights + code + processor, metrics.json, plots and the training summary."""
+    output_dir = Path(trainer.args.output_dir)
+    trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
+        trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
+    prediction = trainer.predict(eval_data)
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
+    summary = {
+        "stage": model_args.stage,
+        "train_runtime_s": train_result.metrics.get("train_runtime"),
+        "train_samples_per_second": train_result.metrics.get("train_samples_per_second"),
+        "global_step": trainer.state.global_step,
+        "num_train_images": len(trainer.train_dataset),
+        "eval_split": data_args.eval_split,
+        "image_size": model_args.image_size,
+    }
+    if not trainer.is_world_process_zero():
+        return summary
+    report = write_evaluation_report(
+        output_dir, probabilities, eval_data.labels.numpy(), label_names,
+        sources=eval_data.extras.get("source"), extra=summary,
+    )
+    (output_dir / "training_args.json").write_text(
+        json.dumps({"model": vars(model_args), "data": vars(data_args)}, indent=2, default=str)
+    )
+    return report
