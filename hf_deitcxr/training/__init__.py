@@ -1,0 +1,1 @@
+"""Training: arguments, the DistillationTrainer, model building and the end-to-end stage runner."""
