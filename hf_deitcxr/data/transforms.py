@@ -2,7 +2,8 @@
 
 - `preload_images` / `CachedImageDataset`: every image is decoded, converted to grey and resized to the
   training size exactly once (uint8, 224 px: ~50 KB an image), so no epoch re-decodes a JPEG.
-- `RadiographAugmentation`: kornia augmentations applied to the whole float batch at once, on its device.
+- `RadiographAugmentation`: augmentation of the whole float batch at once, on its device (one kornia warp
+  for crop + affine, kornia intensity ops).
 - `RadiographCollator`: the `data_collator` that turns cached uint8 images into normalised `pixel_values`.
 - `eval_transform_for_pil`: the same evaluation numerics for a single PIL image at inference; they equal the
   saved image processor's (PIL bicubic resize of the grey image, no crop, rescale, normalise).
