@@ -31,7 +31,10 @@ def default_dataset() -> tuple[str, bool]:
 
 def stage_arguments(stage: str, dataset: str, output_dir: Path, image_size: int, epochs: float,
                     train_subset: int | None, teacher_dir: Path | None = None):
+    import torch
     from transformers import TrainingArguments
+
+    on_gpu = torch.cuda.is_available()
 
     model_args = ModelArguments(
         stage=stage, image_size=image_size, student_preset="deit-tiny", distillation_type="hard",
@@ -45,7 +48,8 @@ def stage_arguments(stage: str, dataset: str, output_dir: Path, image_size: int,
         per_device_train_batch_size=32,
         per_device_eval_batch_size=64,
         learning_rate=1e-3 if stage == "teacher" else 5e-4,
-        bf16=_cpu_has_bf16(),
+        bf16=torch.cuda.is_bf16_supported() if on_gpu else _cpu_has_bf16(),
+        use_cpu=not on_gpu,
         seed=0,
         **{k: v for k, v in training.items() if k != "learning_rate"},
     )

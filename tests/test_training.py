@@ -161,3 +161,17 @@ def test_accelerate_launch_two_cpu_processes(workspace, tmp_path):
     assert state["global_step"] == 4
     # two processes x batch 8 per step: the epoch fraction shows both ranks consumed data
     assert (output / "model.safetensors").exists() and (output / "metrics.json").exists()
+
+
+def test_quickstart_runs_on_the_bundled_sample(tmp_path):
+    from hf_deitcxr.quickstart import BUNDLED_SAMPLE, run_quickstart
+
+    reports = run_quickstart(str(BUNDLED_SAMPLE), str(tmp_path), image_size=32, epochs=1)
+    assert set(reports) == {"teacher", "distill"}
+    student_dir = tmp_path / "distill"
+    card = (student_dir / "README.md").read_text()
+    assert "Not a medical device" in card and "model-index" in card
+    assert json.loads((tmp_path / "quickstart.json").read_text())["image_size"] == 32
+    assert AutoModelForImageClassification.from_pretrained(student_dir).config.teacher_name_or_path == str(
+        tmp_path / "teacher"
+    )
