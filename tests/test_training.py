@@ -175,3 +175,20 @@ def test_quickstart_runs_on_the_bundled_sample(tmp_path):
     assert AutoModelForImageClassification.from_pretrained(student_dir).config.teacher_name_or_path == str(
         tmp_path / "teacher"
     )
+
+
+def test_cli_evaluate_and_validate_data(workspace, tmp_path, capsys):
+    from hf_deitcxr.cli import main
+
+    root, data = workspace
+    teacher_dir = train_teacher(root, data)
+    assert main(["evaluate", "--model", str(teacher_dir), "--dataset", str(data), "--output_dir",
+                 str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["overall"]["num_examples"] == 36 and set(metrics["per_source"]) == {"site_a", "site_b"}
+    assert (tmp_path / "eval" / "roc_curves.png").exists()
+    # the same numbers as the training run's own evaluation of that split
+    trained = json.loads((teacher_dir / "metrics.json").read_text())["overall"]
+    assert metrics["overall"]["accuracy"] == pytest.approx(trained["accuracy"])
+    assert main(["validate-data", "--dataset", str(data)]) == 0
+    assert "covid" in capsys.readouterr().out
