@@ -241,3 +241,14 @@ def test_unknown_name_that_is_not_on_the_hub(monkeypatch):
     monkeypatch.setattr(sources_module.datasets, "load_dataset", offline)
     with pytest.raises(ValueError, match="not an existing local path.*offline"):
         load_radiograph_dataset("cxr3-typo")
+
+
+def test_imagefolder_with_metadata_through_a_relative_path(tmp_path, monkeypatch):
+    """Regression: `../shared/data/cxr3`-style relative roots found no images (metadata paths were resolved)."""
+    root = make_imagefolder(tmp_path / "data")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    relative = load_radiograph_dataset("../data")
+    absolute = load_radiograph_dataset(root)
+    assert {split: len(ds) for split, ds in relative.items()} == {split: len(ds) for split, ds in absolute.items()}
+    assert len(relative["train"]) > 0

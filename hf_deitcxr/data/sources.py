@@ -135,6 +135,9 @@ def load_radiograph_dataset(
 
 
 def _records_from_directory(root: Path, label_column: str, aliases: Mapping[str, str]) -> list[_Record]:
+    # Resolved, so that paths read from metadata files (resolved) and walked paths compare equal even for a
+    # relative root such as "../shared/data/cxr3".
+    root = root.resolve()
     images, metadata_files = _walk(root)
     split_roots = {
         child.name: aliases[child.name.lower()]
