@@ -8,6 +8,7 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from ..configuration_deit_cxr import DeiTCXRConfig
+from ..data.transforms import normalization_from_image_processor
 from ..densenet import DenseNetConfig, DenseNetForImageClassification
 from ..image_processing_deit_cxr import make_image_processor
 from ..modeling_deit_cxr import DeiTCXRForImageClassificationWithTeacher
@@ -81,5 +82,5 @@ def load_trained_teacher(path: str, label_names: Sequence[str]) -> tuple[nn.Modu
 
 
 def input_spec_from_processor(processor, num_channels: int) -> InputSpec:
-    size = processor.size.get("height") or processor.size.get("shortest_edge")
-    return InputSpec.create(processor.image_mean, processor.image_std, num_channels, size)
+    mean, std, size = normalization_from_image_processor(processor)
+    return InputSpec.create(mean, std, num_channels, size)
