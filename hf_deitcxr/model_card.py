@@ -1,13 +1,17 @@
 """Write README.md (the Hub model card) for a trained model folder, from the run's own files.
 
-Uses huggingface_hub's `ModelCard`/`ModelCardData` so the YAML header (license, tags, model-index with the measured
-metrics) is what the Hub parses. Every number comes from the folder's `metrics.json`.
+Uses huggingface_hub's `ModelCard`/`ModelCardData`/`EvalResult`, so the YAML header (license, tags, model-index with
+overall, per-class and per-source metrics) is what the Hub parses. Every number comes from the folder's
+`metrics.json`; the method from `config.json`, `training_args.json` and `trainer_state.json`. Local filesystem paths
+(teacher folder, dataset folder) are reduced to their last component: a card is public, a home directory is not.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -15,116 +19,271 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 
 CXR3_DESCRIPTION = (
-    "`cxr3`: 224 px greyscale frontal chest radiographs from three public sources, split by patient "
-    "(no patient in two splits, exact duplicates removed): **Kermany et al. 2018** (paediatric, normal and "
-    "pneumonia; CC BY 4.0, doi:10.17632/rscbjbr9sj.2), **NIH ChestX-ray8** (Wang et al. 2017; adult 'No Finding' "
-    "and 'Pneumonia', as redistributed by DarkCovidNet) and **COVID-CXNet** (Haghanifar et al. 2020; adult "
-    "COVID-19; CC BY 4.0, doi:10.6084/m9.figshare.12580328)."
+    "`cxr3`: frontal chest radiographs (224 px, 8-bit greyscale JPEG, resized without cropping) from three public "
+    "sources:\n"
+    "- **Kermany et al. 2018** (`source` = kermany): paediatric (1–5 years), normal and pneumonia, Guangzhou Women "
+    "and Children's Medical Center; Mendeley Data, doi:10.17632/rscbjbr9sj.2, **CC BY 4.0**.\n"
+    "- **NIH ChestX-ray8** (Wang et al. 2017; `source` = nih): adult 'No Finding' and 'Pneumonia', as "
+    "redistributed by DarkCovidNet (Ozturk et al. 2020); NIH Clinical Center public release without restriction "
+    "on use; labels text-mined from reports.\n"
+    "- **COVID-CXNet** (Haghanifar et al. 2020; `source` = armiro): adult COVID-19 images collected from public "
+    "case reports; figshare doi:10.6084/m9.figshare.12580328, **CC BY 4.0**."
+)
+CXR3_SPLIT = (
+    "Splits are **by patient**: no `patient_id` appears in both training and validation, and exact pixel "
+    "duplicates were removed (COVID-CXNet has no reliable patient ids: each image is its own patient, so a patient "
+    "may repeat there)."
 )
 CXR3_CITATION = (
     "Data: Kermany D. et al., Mendeley Data 2018, doi:10.17632/rscbjbr9sj.2; Wang X. et al., ChestX-ray8, CVPR 2017; "
     "Haghanifar A. et al., COVID-CXNet, 2020, doi:10.6084/m9.figshare.12580328."
 )
+DENSENET_NAMES = {(6, 12, 24, 16): "DenseNet-121", (6, 12, 32, 32): "DenseNet-169", (6, 12, 48, 32): "DenseNet-201"}
+TAGS = ["medical-imaging", "chest-x-ray", "radiology", "vision-transformer", "knowledge-distillation", "hf_deitcxr"]
 
 
-def build_model_card(model_dir: str | Path, repo_id: str | None = None) -> ModelCard:
+def build_model_card(
+    model_dir: str | Path, repo_id: str | None = None, teacher_repo_id: str | None = None
+) -> ModelCard:
+    """The card of the model saved in `model_dir`; `repo_id` is where it will live on the Hub (default: the folder
+    name), `teacher_repo_id` the Hub id of its teacher when that is published too."""
     folder = Path(model_dir)
-    config = json.loads((folder / "config.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    run = json.loads((folder / "training_args.json").read_text()) if (folder / "training_args.json").exists() else {}
+    config = _read_json(folder / "config.json", required=True)
+    metrics = _read_json(folder / "metrics.json")
+    run = _read_json(folder / "training_args.json")
+    state = _read_json(folder / "trainer_state.json")
     model_args, data_args = run.get("model", {}), run.get("data", {})
-    dataset = str(data_args.get("dataset", "unknown"))
+    dataset = display_name(data_args.get("dataset")) or "unknown"
     is_cxr3 = "cxr3" in dataset
+    dataset_id = "cxr3" if is_cxr3 else dataset
     repo_id = repo_id or folder.name
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-    split = metrics.get("extra", {}).get("eval_split", data_args.get("eval_split", "validation"))
+    split = (metrics.get("extra") or {}).get("eval_split") or data_args.get("eval_split", "validation")
+    base_model = model_args.get("model_name_or_path")
 
     card_data = ModelCardData(
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="image-classification",
-        tags=["medical-imaging", "chest-x-ray", "vision-transformer", "knowledge-distillation", "hf_deitcxr"],
+        tags=TAGS,
         model_name=repo_id,
-        eval_results=eval_results(metrics, dataset_name="cxr3" if is_cxr3 else dataset, split=split),
+        base_model=base_model if _is_hub_id(base_model) else None,
+        datasets=[dataset] if _is_hub_id(data_args.get("dataset")) else None,
+        metrics=["accuracy", "f1", "roc_auc"] if metrics else None,
+        eval_results=eval_results(metrics, dataset_name=dataset_id, split=split) if metrics else None,
     )
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         model_name=repo_id,
         repo_id=repo_id,
-        summary=summary(config),
+        summary=summary(config, parameter_count(folder)),
         label_list=", ".join(labels),
+        is_cxr3=is_cxr3,
         data_description=CXR3_DESCRIPTION if is_cxr3 else f"Trained on `{dataset}`.",
+        split_description=split_description(data_args, metrics, is_cxr3),
         data_citation=CXR3_CITATION if is_cxr3 else "",
-        method_description=method(config, model_args),
+        method_description=method(config, model_args, data_args, state, metrics, teacher_repo_id),
         eval_split=split,
-        results_table=results_table(metrics["overall"], labels),
-        per_source_table=per_source_table(metrics.get("per_source") or {}),
+        results_table=results_table(metrics["overall"], labels) if metrics else "Not evaluated: no `metrics.json`.",
+        per_source_table=per_source_table(metrics.get("per_source") or {}) if metrics else "",
         image_size=config.get("image_size"),
+        code_files=", ".join(sorted(path.name for path in folder.glob("*.py"))) or "none",
     )
 
 
-def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
+def write_model_card(model_dir: str | Path, repo_id: str | None = None, teacher_repo_id: str | None = None) -> Path:
     path = Path(model_dir) / "README.md"
-    build_model_card(model_dir, repo_id).save(path)
+    build_model_card(model_dir, repo_id, teacher_repo_id).save(path)
     return path
 
 
-def summary(config: dict) -> str:
+def summary(config: dict, num_parameters: int | None = None) -> str:
+    size = f", {num_parameters / 1e6:.1f} M parameters" if num_parameters else ""
     if config.get("model_type") == "deit_cxr":
         return (f"A DeiT vision transformer (hidden size {config['hidden_size']}, {config['num_hidden_layers']} "
-                "layers) with a class token and a distillation token, trained on chest radiographs with hf_deitcxr.")
-    return f"A `{config.get('model_type')}` image classifier trained on chest radiographs with hf_deitcxr."
+                f"layers, patch {config.get('patch_size')}{size}) with a class token and a distillation token, "
+                "trained on chest radiographs with hf_deitcxr.")
+    if config.get("model_type") == "deitcxr_densenet":
+        return (f"A {densenet_name(config)} CNN{size} trained on chest radiographs with hf_deitcxr, the teacher of "
+                "DeiT students.")
+    return f"A `{config.get('model_type')}` image classifier{size} trained on chest radiographs with hf_deitcxr."
 
 
-def method(config: dict, model_args: dict) -> str:
-    lines = [f"- Stage: `{model_args.get('stage', 'unknown')}`; input {config.get('image_size')} px, "
-             f"{config.get('num_channels', 3)} channel(s)."]
-    if config.get("model_type") == "deit_cxr":
-        lines.append(f"- Distillation: `{config.get('distillation_type')}`, alpha {config.get('distillation_alpha')}, "
-                     f"tau {config.get('distillation_tau')}; teacher `{config.get('teacher_name_or_path')}`; "
-                     f"inference head `{config.get('inference_head')}`; drop-path {config.get('drop_path_rate')}.")
+def split_description(data_args: dict, metrics: dict, is_cxr3: bool) -> str:
+    lines = [CXR3_SPLIT, ""] if is_cxr3 else []
+    extra = metrics.get("extra") or {}
+    if extra.get("num_train_images"):
+        subset = data_args.get("train_subset")
+        lines.append(f"- Training images: {extra['num_train_images']}"
+                     + (f" (patient-level, class-stratified subset; `train_subset={subset}`)." if subset else "."))
+    if metrics:
+        lines.append(f"- Evaluation images ({extra.get('eval_split', 'validation')}): "
+                     f"{metrics['overall'].get('num_examples')}.")
+    if data_args:
+        leak = ("allowed (`allow_leakage=true`): check before trusting results" if data_args.get("allow_leakage")
+                else "refused: training stops if a patient or an identical image appears in two splits")
+        lines.append(f"- Patient/duplicate leakage between splits: {leak}. A dataset without a validation split gets "
+                     f"one made by patient ({data_args.get('validation_fraction', 0.15):.0%} of patients).")
     return "\n".join(lines)
 
 
+def method(config: dict, model_args: dict, data_args: dict | None = None, state: dict | None = None,
+           metrics: dict | None = None, teacher_repo_id: str | None = None) -> str:
+    data_args, state, extra = data_args or {}, state or {}, (metrics or {}).get("extra") or {}
+    stage = model_args.get("stage", "unknown")
+    init = model_args.get("model_name_or_path")
+    lines = [f"- Stage `{stage}`; initialised from "
+             + (f"`{display_name(init)}`." if init else "random weights (trained from scratch)."),
+             f"- Input {config.get('image_size')} × {config.get('image_size')} px, {config.get('num_channels', 3)} "
+             "channel(s) (greyscale radiographs; 3 channels = grey replicated, ImageNet normalisation)."]
+    if config.get("model_type") == "deit_cxr":
+        teacher = teacher_repo_id or display_name(config.get("teacher_name_or_path"))
+        if config.get("distillation_type") == "none" or not teacher:
+            lines.append("- No teacher: both the class and the distillation head learn the labels (baseline).")
+        else:
+            lines.append(f"- Teacher: {teacher_description(config.get('teacher_name_or_path'), teacher)}, frozen, "
+                         "run on the same augmented batch as the student.")
+            lines.append(f"- Distillation: **{config.get('distillation_type')}**, alpha "
+                         f"{config.get('distillation_alpha')}, tau {config.get('distillation_tau')}: loss = "
+                         "(1 − alpha)·CE(class head, labels) + alpha·distillation loss.")
+        lines.append(f"- Prediction head: `{config.get('inference_head')}`; stochastic depth "
+                     f"{config.get('drop_path_rate')}.")
+    if state:
+        epochs = state.get("num_train_epochs")
+        lines.append(f"- Training: {fmt_number(state.get('epoch') or epochs)} epoch(s)"
+                     + (f" of {fmt_number(epochs)} planned" if epochs and state.get("epoch") not in (None, epochs)
+                        else "")
+                     + f", {state.get('global_step')} optimiser steps, batch size {state.get('train_batch_size')}"
+                     + (f", {extra['train_runtime_s']:.0f} s" if extra.get("train_runtime_s") else "") + ".")
+    if data_args:
+        lines.append(f"- Class balancing `{data_args.get('balancing')}`; augmentation "
+                     f"{'on (rotation, translation, scaling, crop, brightness/contrast, noise; no flip)' if data_args.get('augment') else 'off'}.")  # noqa: E501
+    return "\n".join(lines)
+
+
+def teacher_description(teacher_path: str | None, shown: str) -> str:
+    """Architecture and score of a teacher folder present on this machine, else just its name."""
+    if teacher_path and Path(teacher_path, "config.json").is_file():
+        config = _read_json(Path(teacher_path) / "config.json")
+        overall = _read_json(Path(teacher_path) / "metrics.json").get("overall") or {}
+        name = densenet_name(config) if config.get("model_type") == "deitcxr_densenet" else config.get("model_type")
+        score = f", validation accuracy {fmt(overall['accuracy'])}" if "accuracy" in overall else ""
+        return f"{name} (`{shown}`{score})"
+    return f"`{shown}`"
+
+
+def densenet_name(config: dict) -> str:
+    return DENSENET_NAMES.get(tuple(config.get("block_config") or ()), "DenseNet")
+
+
 def eval_results(metrics: dict, dataset_name: str, split: str) -> list[EvalResult]:
+    """model-index entries: overall metrics, per-class metrics and, per source, its own (dataset config) result."""
     overall = metrics["overall"]
-    common = dict(task_type="image-classification", dataset_type=dataset_name, dataset_name=dataset_name,
-                  dataset_split=split)
-    results = [EvalResult(metric_type="accuracy", metric_value=overall["accuracy"], **common),
-               EvalResult(metric_type="f1", metric_name="macro F1", metric_value=overall["macro_f1"], **common)]
-    if overall.get("macro_auc") is not None:
-        results.append(EvalResult(metric_type="roc_auc", metric_name="macro ROC-AUC (one-vs-rest)",
-                                  metric_value=overall["macro_auc"], **common))
+    common = dict(task_type="image-classification", task_name="Image Classification", dataset_type=dataset_name,
+                  dataset_name=dataset_name, dataset_split=split)
+    results = _summary_results(overall, common, "")
+    for name, values in overall.get("per_class", {}).items():
+        for key, metric_type, pretty in PER_CLASS_METRICS:
+            if values.get(key) is not None:
+                results.append(EvalResult(metric_type=metric_type, metric_name=f"{pretty} ({name})",
+                                          metric_value=values[key], **common))
     for source, values in sorted((metrics.get("per_source") or {}).items()):
-        results.append(EvalResult(metric_type="accuracy", metric_name=f"accuracy ({source})",
-                                  metric_value=values["accuracy"], **common))
+        source_common = {**common, "dataset_name": f"{dataset_name} (source: {source})", "dataset_config": source}
+        results.extend(_summary_results(values, source_common, f" ({source})"))
     return results
 
 
+# (metrics.json key, model-index metric type, display name)
+SUMMARY_METRICS = (("accuracy", "accuracy", "accuracy"), ("balanced_accuracy", "balanced_accuracy",
+                   "balanced accuracy"), ("macro_f1", "f1", "macro F1"), ("macro_auc", "roc_auc",
+                   "macro ROC-AUC (one-vs-rest)"), ("ece", "ece", "expected calibration error"))
+PER_CLASS_METRICS = (("sensitivity", "recall", "sensitivity"), ("specificity", "specificity", "specificity"),
+                     ("ppv", "precision", "PPV"), ("npv", "npv", "NPV"), ("f1", "f1", "F1"),
+                     ("auc", "roc_auc", "ROC-AUC"))
+
+
+def _summary_results(values: dict, common: dict, suffix: str) -> list[EvalResult]:
+    return [EvalResult(metric_type=metric_type, metric_name=pretty + suffix, metric_value=values[key], **common)
+            for key, metric_type, pretty in SUMMARY_METRICS if values.get(key) is not None]
+
+
 def results_table(overall: dict, labels: list[str]) -> str:
-    rows = [f"Accuracy {fmt(overall.get('accuracy'))} · macro-F1 {fmt(overall.get('macro_f1'))} · "
-            f"macro ROC-AUC {fmt(overall.get('macro_auc'))} · ECE {fmt(overall.get('ece'))} "
-            f"(n = {overall.get('num_examples')})", "", "| class | sensitivity | specificity | PPV | AUC |",
-            "|---|---|---|---|---|"]
+    rows = [f"Accuracy {fmt(overall.get('accuracy'))} · balanced accuracy {fmt(overall.get('balanced_accuracy'))} · "
+            f"macro-F1 {fmt(overall.get('macro_f1'))} · macro ROC-AUC {fmt(overall.get('macro_auc'))} · "
+            f"ECE {fmt(overall.get('ece'))} (n = {overall.get('num_examples')})", "",
+            "| class | n | sensitivity | specificity | PPV | NPV | F1 | ROC-AUC |", "|---|---|---|---|---|---|---|---|"]
     per_class = overall.get("per_class", {})
     for name in labels:
         values = per_class.get(name, {})
-        rows.append(f"| {name} | {fmt(values.get('sensitivity'))} | {fmt(values.get('specificity'))} | "
-                    f"{fmt(values.get('ppv'))} | {fmt(values.get('auc'))} |")
+        rows.append(f"| {name} | {values.get('support', 'n/a')} | "
+                    + " | ".join(fmt(values.get(key)) for key in ("sensitivity", "specificity", "ppv", "npv", "f1",
+                                                                   "auc")) + " |")
     return "\n".join(rows)
 
 
 def per_source_table(per_source: dict) -> str:
     if not per_source:
         return ""
-    rows = ["Per source (images from one hospital/population):", "", "| source | n | accuracy | macro-F1 |",
-            "|---|---|---|---|"]
+    rows = ["Per source (images from one hospital/population; AUC is n/a where a source holds a single class):", "",
+            "| source | n | classes present | accuracy | balanced accuracy | macro ROC-AUC |",
+            "|---|---|---|---|---|---|"]
     for source, values in sorted(per_source.items()):
-        rows.append(f"| {source} | {values.get('num_examples')} | {fmt(values.get('accuracy'))} | "
-                    f"{fmt(values.get('macro_f1'))} |")
+        present = ", ".join(name for name, v in values.get("per_class", {}).items() if v.get("support"))
+        rows.append(f"| {source} | {values.get('num_examples')} | {present} | {fmt(values.get('accuracy'))} | "
+                    f"{fmt(values.get('balanced_accuracy'))} | {fmt(values.get('macro_auc'))} |")
     return "\n".join(rows)
+
+
+def parameter_count(folder: Path) -> int | None:
+    """Parameters in the folder's safetensors weights, from the file headers (no tensor is loaded)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        with safe_open(str(path), framework="np") as weights:
+            for key in weights.keys():
+                count = 1
+                for dim in weights.get_slice(key).get_shape():
+                    count *= dim
+                total += count
+    return total
+
+
+def display_name(value: Any) -> str | None:
+    """A Hub id as it is; a local path reduced to its folder name (no home directories in public cards)."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if _is_hub_id(text):
+        return text
+    return Path(text.rstrip("/\\")).name or text
+
+
+def _is_hub_id(value: Any) -> bool:
+    # "namespace/name" that is not a path on this machine and not absolute/relative-looking.
+    if not isinstance(value, str) or value.count("/") != 1 or os.path.exists(value):
+        return False
+    return not value.startswith((".", "/", "~")) and "\\" not in value
+
+
+def _read_json(path: Path, required: bool = False) -> dict:
+    if not path.is_file():
+        if required:
+            raise FileNotFoundError(f"{path} is missing: not a saved model folder (run save_pretrained first)")
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
 
 
 def fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def fmt_number(value) -> str:
+    return "n/a" if value is None else f"{value:g}"

@@ -1,0 +1,90 @@
+"""Model card: built from a saved folder's own files, parsed back with huggingface_hub, numbers equal metrics.json."""
+
+import json
+import re
+
+import pytest
+from huggingface_hub import ModelCard, metadata_load
+
+from hf_deitcxr.model_card import build_model_card, write_model_card
+from tests.conftest import LABELS
+from tests.model_folder import ALPHA, EPOCHS, IMAGE_SIZE, TAU, save_tiny_model_folder
+
+FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789abcdef"
+TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+
+
+@pytest.fixture
+def student(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)  # present in the environment: must never reach the card
+    return save_tiny_model_folder(tmp_path)
+
+
+def expected_model_index(metrics: dict) -> dict:
+    """(dataset config, metric name) -> value, for every defined metric the card must publish."""
+    summary = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1",
+               "macro_auc": "macro ROC-AUC (one-vs-rest)", "ece": "expected calibration error"}
+    per_class = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV", "npv": "NPV",
+                 "f1": "F1", "auc": "ROC-AUC"}
+    expected = {(None, name): metrics["overall"][key] for key, name in summary.items()}
+    for label, values in metrics["overall"]["per_class"].items():
+        expected.update({(None, f"{name} ({label})"): values[key] for key, name in per_class.items()})
+    for source, values in metrics["per_source"].items():
+        expected.update({(source, f"{name} ({source})"): values[key] for key, name in summary.items()})
+    return {key: value for key, value in expected.items() if value is not None}
+
+
+def test_card_round_trips_through_huggingface_hub_with_every_metric(student):
+    path = write_model_card(student, repo_id="someone/deit-cxr-tiny")
+    metrics = json.loads((student / "metrics.json").read_text())
+
+    card = ModelCard.load(path)
+    published = {(r.dataset_config, r.metric_name): r.metric_value for r in card.data.eval_results}
+    expected = expected_model_index(metrics)
+    assert published == pytest.approx(expected)
+    # the fixture's "armiro" source holds one class: its AUC is undefined and must be absent, not 0 or NaN
+    assert ("armiro", "macro ROC-AUC (one-vs-rest)") not in published
+    assert {r.dataset_split for r in card.data.eval_results} == {"validation"}
+
+    metadata = metadata_load(path)
+    assert metadata["model-index"][0]["name"] == "someone/deit-cxr-tiny"
+    assert metadata["pipeline_tag"] == "image-classification" and metadata["library_name"] == "transformers"
+    configs = [result["dataset"].get("config") for result in metadata["model-index"][0]["results"]]
+    assert sorted(configs, key=str) == sorted([None, "armiro", "kermany"], key=str)
+
+
+def test_card_text_states_use_method_data_limits_and_citation(student):
+    text = build_model_card(student, repo_id="someone/deit-cxr-tiny").content
+    assert "**Not a medical device.**" in text and "Out of scope" in text
+    method = text.split("## Method")[1].split("## Results")[0]
+    assert f"alpha {ALPHA}" in method and f"tau {TAU}" in method and "**soft**" in method
+    assert f"{IMAGE_SIZE} × {IMAGE_SIZE} px" in method and f"{EPOCHS:g} epoch(s)" in method
+    assert "DenseNet-121 (`teacher`, validation accuracy 0.875)" in method and "`oversample`" in method
+    assert "**by patient**" in text and "CC BY 4.0" in text  # data sources, licences, split
+    assert "Source shortcuts" in text and "Paediatric vs adult" in text
+    assert 'pipeline("image-classification", model="someone/deit-cxr-tiny"' in text
+    assert "10.1109/EMBC48229.2022.9871372" in text
+    for label in LABELS:  # per-class table rows
+        assert re.search(rf"^\| {label} \| 8 \|", text, flags=re.MULTILINE)
+    assert "| kermany | 16 | normal, pneumonia |" in text
+
+
+def test_card_leaks_no_token_and_no_local_path(student, tmp_path):
+    text = write_model_card(student, repo_id="someone/deit-cxr-tiny").read_text()
+    assert FAKE_TOKEN not in text and not TOKEN_PATTERN.search(text)
+    assert str(tmp_path) not in text  # teacher and dataset folders are shown by name only
+
+
+def test_card_without_metrics_has_no_model_index(tmp_path):
+    folder = save_tiny_model_folder(tmp_path, with_metrics=False)
+    card = ModelCard.load(write_model_card(folder))
+    assert not card.data.eval_results and "model-index" not in metadata_load(folder / "README.md")
+    assert "Not evaluated" in card.content
+
+
+def test_folder_that_is_not_a_model_is_refused_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json is missing"):
+        build_model_card(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        build_model_card(tmp_path)
