@@ -1,4 +1,4 @@
-"""`hf-deitcxr`: train, evaluate, validate-data and quickstart from the command line."""
+"""`hf-deitcxr`: train, evaluate, validate-data, benchmark and quickstart from the command line."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-deitcxr", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a stage (all scripts/train.py arguments; see --help)",
-                                add_help=False)
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
+    # `train` and `benchmark` hand all their arguments (--help included) to their own HfArgumentParser.
+    commands.add_parser("train", help="train a stage (all scripts/train.py arguments; see --help)", add_help=False)
 
     evaluate = commands.add_parser("evaluate", help="metrics + plots of a saved model on a dataset split")
     evaluate.add_argument("--model", required=True, help="saved model folder or Hub id")
@@ -28,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--class_names", default=None, help="comma-separated class order")
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    commands.add_parser("benchmark", help="teacher vs DeiT vs distilled DeiT over training-set sizes (see --help)",
+                        add_help=False)
+
+    # `push` hands its arguments to its own HfArgumentParser too (hf_deitcxr/hub.py); the token never is one.
+    commands.add_parser("push", help="publish a model folder (or the Space folder) to the Hub (see --help)",
+                        add_help=False)
+
     quickstart = commands.add_parser("quickstart", help="teacher -> distilled student -> evaluation, on CPU")
     quickstart.add_argument("--dataset", default=None, help="default: ../shared/data/cxr3, else bundled sample")
     quickstart.add_argument("--output_dir", default="outputs/quickstart")
@@ -37,11 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, passed_on = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.command == "train":
         from .training.cli import train_main
 
-        return train_main(args.train_args)
+        return train_main(passed_on)
+    if args.command == "benchmark":
+        from .benchmark import benchmark_main
+
+        return benchmark_main(passed_on)
+    if args.command == "push":
+        from .hub import push_main
+
+        return push_main(passed_on)
+    if passed_on:
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "evaluate":
         from .evaluation import evaluate_model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STAGES = ("teacher", "distill", "baseline")
+TASKS = ("cxr", "mammo")  # mammo has its own arguments: hf_deitcxr.mammo.arguments
 BALANCING = ("none", "weighted_sampler", "class_weighted_loss", "oversample")
 STUDENT_PRESETS = {
     # DeiT paper sizes (patch 16): hidden, layers, heads, MLP.
@@ -16,6 +17,11 @@ STUDENT_PRESETS = {
 
 @dataclass
 class ModelArguments:
+    task: str = field(
+        default="cxr",
+        metadata={"help": "cxr: the chest X-ray stages below; mammo: mammography, single- or multi-view, with its "
+                  "own arguments (see --task mammo --help)", "choices": list(TASKS)},
+    )
     stage: str = field(
         default="distill",
         metadata={"help": "teacher: fine-tune the CNN teacher; distill: DeiT student with the teacher; "
@@ -49,6 +55,8 @@ class ModelArguments:
     channels_last_teacher: bool = field(default=True, metadata={"help": "channels_last memory format for the CNN"})
 
     def __post_init__(self) -> None:
+        if self.task != "cxr":
+            raise ValueError(f"--task {self.task} is parsed by its own parser (hf_deitcxr.training.cli.train_main)")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage == "distill" and not self.teacher_name_or_path:
@@ -84,6 +92,10 @@ class DataArguments:
     teacher_logit_cache: bool = field(
         default=False,
         metadata={"help": "Precompute teacher logits once (only allowed with --augment false)"},
+    )
+    pixel_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Keep the decoded, resized pixels of each split here and reuse them in later runs"},
     )
     allow_leakage: bool = field(
         default=False, metadata={"help": "Train even if patients or identical images appear in two splits"}

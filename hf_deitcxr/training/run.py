@@ -48,8 +48,11 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     if model_args.stage == "teacher" and model_args.channels_last_teacher:
         model = model.to(memory_format=torch.channels_last)
 
-    train_data = CachedImageDataset.from_hf_dataset(train_split, size=model_args.image_size)
-    eval_data = CachedImageDataset.from_hf_dataset(datasets[data_args.eval_split], size=model_args.image_size)
+    cache_dir = data_args.pixel_cache_dir
+    train_data = CachedImageDataset.from_hf_dataset(train_split, size=model_args.image_size, cache_dir=cache_dir)
+    eval_data = CachedImageDataset.from_hf_dataset(
+        datasets[data_args.eval_split], size=model_args.image_size, cache_dir=cache_dir
+    )
     augmentation = RadiographAugmentation(AugmentationConfig()) if data_args.augment else None
     collator_kwargs = dict(
         size=model_args.image_size, mean=student_spec.mean, std=student_spec.std,

@@ -1,0 +1,102 @@
+"""The CPU training recipe shared by `quickstart` and the benchmark, and the stage arguments it expands to.
+
+One place for the hyper-parameters, so the quickstart runs what the benchmark measured (docs/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+
+from .arguments import DataArguments, ModelArguments
+from .cli import DEFAULTS
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters of one teacher -> student run; `image_size` is reduced from 224 for CPU budgets."""
+
+    image_size: int = 112
+    patch_size: int = 16
+    batch_size: int = 32
+    teacher_learning_rate: float = 1e-3
+    student_learning_rate: float = 5e-4
+    distillation_type: str = "hard"
+    distillation_alpha: float = 0.5
+    distillation_tau: float = 1.0
+    drop_path_rate: float = 0.1
+    balancing: str = "class_weighted_loss"
+    augment: bool = True
+
+    def with_overrides(self, **overrides) -> Recipe:
+        unknown = set(overrides) - set(asdict(self))
+        if unknown:
+            raise ValueError(f"unknown recipe fields {sorted(unknown)}; fields: {sorted(asdict(self))}")
+        return replace(self, **overrides)
+
+
+CPU_RECIPE = Recipe()
+
+
+def stage_arguments(
+    stage: str,
+    dataset: str,
+    output_dir: str | Path,
+    recipe: Recipe = CPU_RECIPE,
+    *,
+    epochs: float | None = None,
+    images_seen: int | None = None,
+    train_subset: int | None = None,
+    subset_seed: int = 0,
+    seed: int = 0,
+    teacher_dir: str | Path | None = None,
+    pixel_cache_dir: str | None = None,
+    progress_bars: bool = True,
+) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Arguments of `run_training` for `stage` (teacher / distill / baseline) under `recipe`.
+
+    The budget is either `epochs` or `images_seen` (a fixed number of optimiser steps, whatever the data size:
+    what a data-efficiency comparison needs). No checkpoints and no mid-run evaluation: the final model is
+    evaluated once by `run_training`.
+    """
+    if (epochs is None) == (images_seen is None):
+        raise ValueError("give exactly one training budget: epochs or images_seen")
+    model_args = ModelArguments(
+        stage=stage, image_size=recipe.image_size, patch_size=recipe.patch_size, student_preset="deit-tiny",
+        distillation_type=recipe.distillation_type, distillation_alpha=recipe.distillation_alpha,
+        distillation_tau=recipe.distillation_tau, drop_path_rate=recipe.drop_path_rate,
+        teacher_name_or_path=str(teacher_dir) if stage == "distill" and teacher_dir else None,
+    )
+    data_args = DataArguments(dataset=dataset, train_subset=train_subset, subset_seed=subset_seed,
+                              balancing=recipe.balancing, augment=recipe.augment, pixel_cache_dir=pixel_cache_dir,
+                              resume=False)
+    budget = {"num_train_epochs": epochs} if epochs is not None else {
+        "max_steps": math.ceil(images_seen / recipe.batch_size)}
+    on_gpu = torch.cuda.is_available()
+    training = {**DEFAULTS, "save_strategy": "no", "save_total_limit": None, "eval_strategy": "no",
+                "learning_rate": recipe.teacher_learning_rate if stage == "teacher" else recipe.student_learning_rate}
+    training_args = TrainingArguments(
+        output_dir=str(Path(output_dir)),
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=64,
+        bf16=torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16(),
+        use_cpu=not on_gpu,
+        seed=seed,
+        disable_tqdm=not progress_bars,
+        **budget,
+        **training,
+    )
+    return model_args, data_args, training_args
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 autocast only where the CPU has native bf16 (AVX512-BF16/AMX); elsewhere it is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
