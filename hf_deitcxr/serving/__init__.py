@@ -1,0 +1,18 @@
+"""Serving: what the Gradio Space runs (decode an upload, check it is a radiograph, predict, explain)."""
+
+from .decode import DecodedUpload, decode_upload
+from .input_check import InputCheckConfig, LayoutModel, NotARadiographError, RadiographCheck
+from .predictor import ChestXrayPredictor, ChestXrayResult, Prediction, RadiographClassifier
+
+__all__ = [
+    "ChestXrayPredictor",
+    "ChestXrayResult",
+    "DecodedUpload",
+    "InputCheckConfig",
+    "LayoutModel",
+    "NotARadiographError",
+    "Prediction",
+    "RadiographCheck",
+    "RadiographClassifier",
+    "decode_upload",
+]

@@ -1,0 +1,222 @@
+"""The chest X-ray prediction path of the Space, importable without any UI (benchmarked by scripts/bench_space.py).
+
+`RadiographClassifier` wraps one saved model (student or teacher), loaded once:
+- preprocessing straight from the decoded 8-bit grey image: one bicubic resize to the model size, then scaling and
+  normalisation into a tensor allocated once (the saved image processor's numerics, without converting the grey
+  image to RGB first and without the processor's per-call validation and copies);
+- `torch.inference_mode`, optional bf16 weights (`precision="auto"` uses them only on CPUs with native bf16
+  instructions; `scripts/bench_space.py` reports the fp32/bf16 agreement);
+- the heatmap comes from the same forward pass (`explain.py`): DeiT models are loaded with eager attention so
+  their attention maps can be returned; a DenseNet's last feature map is caught by a forward hook.
+
+`ChestXrayPredictor` is what the Space calls: decode the upload, run the input check, predict with the student
+(and the teacher, if any), and colour the heatmap over the image.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+from ..data.transforms import normalization_from_image_processor
+from ..image_processing_deit_cxr import make_image_processor
+from .decode import DecodedUpload, decode_upload
+from .explain import attention_rollout, class_activation_map, overlay
+from .input_check import ImageStatistics, RadiographCheck, resize_for_statistics
+
+DEIT_MODEL_TYPES = ("deit", "deit_cxr")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: dict[str, float]  # every class, most probable first
+    heatmap: np.ndarray | None  # (h, w) in [0, 1] on the model's patch grid / feature map; None if not computed
+
+    @property
+    def label(self) -> str:
+        return next(iter(self.probabilities))
+
+
+@dataclass(frozen=True)
+class ChestXrayResult:
+    student: Prediction
+    teacher: Prediction | None
+    overlay: np.ndarray | None  # (H, W, 3) uint8 heatmap over the image
+    statistics: ImageStatistics | None  # None when the input check is off
+    upload: DecodedUpload
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX (Linux /proc/cpuinfo); elsewhere bf16 is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def heatmap_kind(model: nn.Module) -> str | None:
+    """"rollout" for DeiT models, "cam" for a DenseNet with a linear head, else None."""
+    if getattr(model.config, "model_type", None) in DEIT_MODEL_TYPES:
+        return "rollout"
+    if hasattr(model, "densenet") and isinstance(getattr(model, "classifier", None), nn.Linear):
+        return "cam"
+    return None
+
+
+class RadiographClassifier:
+    """One image-classification model with its input convention, ready for batch-1 predictions on grey images."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        size: int,
+        *,
+        precision: str = "auto",
+        explain: bool = True,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.model = model.eval()
+        self.size = size
+        self.num_channels = int(getattr(model.config, "num_channels", 3))
+        if len(mean) not in (1, self.num_channels) or len(std) != len(mean):
+            raise ValueError(f"mean/std {mean}/{std} do not fit a model with {self.num_channels} input channels")
+        self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        self.dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()) else (
+            torch.float32
+        )
+        self.model.to(self.dtype)
+        self.heatmap_kind = heatmap_kind(model) if explain else None
+        # x -> (x / 255 - mean) / std == x * scale + shift, per channel; the input buffer is allocated once
+        std_t = torch.tensor(std, dtype=torch.float32).expand(self.num_channels)
+        mean_t = torch.tensor(mean, dtype=torch.float32).expand(self.num_channels)
+        self._scale = (1.0 / (255.0 * std_t)).view(self.num_channels, 1, 1)
+        self._shift = (-mean_t / std_t).view(self.num_channels, 1, 1)
+        self._normalised = torch.empty(self.num_channels, size, size, dtype=torch.float32)
+        self._pixels = torch.empty(1, self.num_channels, size, size, dtype=self.dtype)
+        self._lock = threading.Lock()  # the buffer and hook state are per instance; Gradio may call from threads
+        self._features: torch.Tensor | None = None
+        if self.heatmap_kind == "cam":
+            model.densenet.register_forward_hook(self._keep_features)
+
+    @classmethod
+    def from_pretrained(
+        cls, model_id: str | os.PathLike, *, precision: str = "auto", explain: bool = True, **kwargs
+    ) -> RadiographClassifier:
+        """Load a saved model folder or Hub id (and its image processor); DeiT models get eager attention."""
+        config = AutoConfig.from_pretrained(model_id, **kwargs)
+        model_kwargs = dict(kwargs)
+        if explain and getattr(config, "model_type", None) in DEIT_MODEL_TYPES:
+            model_kwargs["attn_implementation"] = "eager"  # only eager attention can return attention maps
+        model = AutoModelForImageClassification.from_pretrained(model_id, config=config, **model_kwargs)
+        try:
+            processor = AutoImageProcessor.from_pretrained(model_id, **kwargs)
+        except OSError:  # a folder without preprocessor_config.json: our default convention for its size
+            processor = make_image_processor(int(getattr(config, "image_size", 224)), config.num_channels)
+        mean, std, size = normalization_from_image_processor(processor)
+        return cls(model, mean, std, size, precision=precision, explain=explain)
+
+    def resize(self, grey: Image.Image) -> Image.Image:
+        """Grey image -> model size, bicubic and without crop, as the saved image processor does."""
+        if grey.mode != "L":
+            grey = grey.convert("L")
+        if grey.size == (self.size, self.size):
+            return grey
+        return grey.resize((self.size, self.size), Image.Resampling.BICUBIC)
+
+    def _fill_pixels(self, resized: Image.Image) -> torch.Tensor:
+        grey = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8).view(1, self.size, self.size)
+        torch.addcmul(self._shift, grey.to(torch.float32), self._scale, out=self._normalised)
+        return self._pixels.copy_(self._normalised.unsqueeze(0))  # a cast when the model runs in bf16
+
+    def _keep_features(self, module: nn.Module, args, output) -> None:
+        self._features = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+
+    @torch.inference_mode()
+    def predict(self, grey: Image.Image, heatmap: bool = True) -> Prediction:
+        """Class probabilities (and a heatmap if `heatmap` and the model supports one) for one grey image."""
+        resized = self.resize(grey)
+        want_rollout = heatmap and self.heatmap_kind == "rollout"
+        with self._lock:
+            pixels = self._fill_pixels(resized)
+            extra = {"output_attentions": True} if want_rollout else {}  # not every model takes the argument
+            outputs = self.model(pixel_values=pixels, **extra)
+            probabilities = outputs.logits[0].float().softmax(-1)
+            order = torch.argsort(probabilities, descending=True)
+            heat = None
+            if want_rollout:
+                grid = self.size // self.model.config.patch_size
+                heat = attention_rollout(outputs.attentions, (grid, grid))[0]
+            elif heatmap and self.heatmap_kind == "cam":
+                head = self.model.classifier.weight
+                heat = class_activation_map(self._features, head, order[:1])[0]
+            self._features = None
+        ranked = {self.labels[int(i)]: float(probabilities[i]) for i in order}
+        return Prediction(ranked, heat)
+
+
+class ChestXrayPredictor:
+    """Upload -> decoded grey image -> input check -> student (+ teacher) predictions and a heatmap overlay."""
+
+    def __init__(
+        self,
+        student: RadiographClassifier,
+        teacher: RadiographClassifier | None = None,
+        check: RadiographCheck | None = None,
+    ) -> None:
+        self.student = student
+        self.teacher = teacher
+        self.check = check
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_id: str | os.PathLike,
+        teacher_id: str | os.PathLike | None = None,
+        *,
+        precision: str = "auto",
+        check_input: bool = True,
+    ) -> ChestXrayPredictor:
+        student = RadiographClassifier.from_pretrained(model_id, precision=precision)
+        teacher = (
+            RadiographClassifier.from_pretrained(teacher_id, precision=precision, explain=False) if teacher_id else None
+        )
+        return cls(student, teacher, RadiographCheck() if check_input else None)
+
+    def predict(self, source: str | os.PathLike | bytes, heatmap: bool = True) -> ChestXrayResult:
+        """Raises `UnreadableImageError` (cannot decode) or `NotARadiographError` (input check failed)."""
+        upload = decode_upload(source)
+        resized = None
+        statistics = None
+        if self.check is not None:
+            resized = resize_for_statistics(upload.grey)
+            statistics = self.check.check(upload, resized)
+        student_input = resized if resized is not None and resized.size == (self.student.size,) * 2 else upload.grey
+        student = self.student.predict(student_input, heatmap=heatmap)
+        teacher = self.teacher.predict(upload.grey, heatmap=False) if self.teacher is not None else None
+        image = overlay(upload.grey, student.heatmap) if student.heatmap is not None else None
+        return ChestXrayResult(student, teacher, image, statistics, upload)
+
+
+__all__ = [
+    "ChestXrayPredictor",
+    "ChestXrayResult",
+    "Prediction",
+    "RadiographClassifier",
+    "cpu_has_native_bf16",
+    "heatmap_kind",
+]

@@ -1,0 +1,173 @@
+"""Gradio Space: chest X-ray classification with a distilled DeiT student (and its DenseNet teacher beside it).
+
+    MODEL_ID=<Hub id or folder> [TEACHER_ID=<Hub id or folder>] [MAMMO_MODEL_ID=...] python space/app.py
+
+Environment: MODEL_ID (required), TEACHER_ID, MAMMO_MODEL_ID (adds the mammography tab of mammo_tab.py),
+PRECISION (auto | fp32 | bf16; auto = bf16 weights on CPUs with native bf16), INPUT_CHECK (1 | 0).
+API: endpoint "predict" takes one file (PNG, JPEG or DICOM) and returns (student label dict, heatmap overlay,
+teacher label dict or None, Markdown status). Bad input raises gr.Error with the reason.
+Research demo only: not a medical device.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+import gradio as gr
+
+HERE = Path(__file__).resolve().parent
+try:
+    import hf_deitcxr  # noqa: F401 - registers our model classes with the Auto classes
+except ImportError:  # a repository checkout where the package is not installed: use the one next to space/
+    sys.path.insert(0, str(HERE.parent))
+    import hf_deitcxr  # noqa: F401
+
+from hf_deitcxr.data.dicom import UnreadableImageError  # noqa: E402
+from hf_deitcxr.serving import ChestXrayPredictor, ChestXrayResult, NotARadiographError  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_DIR = HERE / "examples"
+MAMMO_TAB = HERE / "mammo_tab.py"
+TOP_K = 3
+DISCLAIMER = (
+    "**Research demo only — not a medical device.** It is not validated for clinical use and must not be used for "
+    "diagnosis or treatment decisions. Predictions can be wrong, and the heatmap shows where the model looked, not "
+    "where disease is."
+)
+INTRO = (
+    "# Chest X-ray classifier (DeiT student distilled from a DenseNet teacher)\n"
+    "Upload a **frontal chest radiograph** (PNG, JPEG or DICOM). The model predicts normal / pneumonia / COVID-19 "
+    "and shows an attention-rollout heatmap of the same forward pass. Images that do not look like a chest "
+    "radiograph (photos, drawings, colour images) are refused."
+)
+
+
+def build_demo(
+    model_id: str,
+    teacher_id: str | None = None,
+    *,
+    mammo_model_id: str | None = None,
+    precision: str | None = None,
+    check_input: bool | None = None,
+) -> gr.Blocks:
+    """Load the model(s) once and build the UI. Unset keyword arguments come from the environment."""
+    precision = precision or os.environ.get("PRECISION", "auto")
+    check_input = _env_flag("INPUT_CHECK", True) if check_input is None else check_input
+    mammo_model_id = mammo_model_id if mammo_model_id is not None else os.environ.get("MAMMO_MODEL_ID") or None
+    predictor = ChestXrayPredictor.from_pretrained(
+        model_id, teacher_id or None, precision=precision, check_input=check_input
+    )
+
+    def predict(path: str | None):
+        return run_prediction(predictor, path)
+
+    with gr.Blocks(title="Chest X-ray classifier (research demo)") as demo:
+        gr.Markdown(INTRO)
+        gr.Markdown(f"> ⚠️ {DISCLAIMER}")
+        with gr.Tab("Chest X-ray"):
+            _chest_tab(predict, model_id, teacher_id)
+        if mammo_model_id:
+            add_tab = _load_mammography_tab()
+            if add_tab is None:
+                logger.warning("MAMMO_MODEL_ID is set but %s does not exist: no mammography tab", MAMMO_TAB)
+            else:
+                add_tab(mammo_model_id)
+    return demo
+
+
+def _chest_tab(predict, model_id: str, teacher_id: str | None) -> None:
+    """Upload + examples on the left; student label, heatmap, teacher label and status on the right."""
+    with gr.Row():
+        with gr.Column():
+            upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath")
+            button = gr.Button("Classify", variant="primary")
+            examples = sorted(EXAMPLES_DIR.glob("*.jpg")) + sorted(EXAMPLES_DIR.glob("*.png"))
+            if examples:
+                gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Examples (see ATTRIBUTION.md)")
+        with gr.Column():
+            student_label = gr.Label(num_top_classes=TOP_K, label=f"Student: {_short(model_id)}")
+            heatmap = gr.Image(label="Attention rollout (where the student looked)", type="numpy", format="png")
+            teacher_label = gr.Label(
+                num_top_classes=TOP_K, label=f"Teacher: {_short(teacher_id)}", visible=bool(teacher_id)
+            )
+            status = gr.Markdown()
+    # The API endpoint of the contract: one file in; student, heatmap, teacher (or None), status out.
+    button.click(predict, inputs=[upload], outputs=[student_label, heatmap, teacher_label, status], api_name="predict")
+
+
+def run_prediction(predictor: ChestXrayPredictor, path: str | None):
+    """The `predict` endpoint: (student label dict, overlay, teacher label dict or None, Markdown status)."""
+    if not path:
+        raise gr.Error("Please upload a chest X-ray first (PNG, JPEG or DICOM).", title="No image")
+    try:
+        result = predictor.predict(path)
+    except NotARadiographError as err:
+        raise gr.Error(str(err), title="Not a chest X-ray", print_exception=False) from err
+    except (UnreadableImageError, FileNotFoundError) as err:
+        raise gr.Error(
+            f"Could not read this file as an image: {err}. Upload a PNG, JPEG or DICOM chest radiograph.",
+            title="Unreadable file", print_exception=False,
+        ) from err
+    teacher = result.teacher.probabilities if result.teacher is not None else None
+    return result.student.probabilities, result.overlay, teacher, status_markdown(result)
+
+
+def status_markdown(result: ChestXrayResult) -> str:
+    width, height = result.upload.size
+    kind = "DICOM" + (f" ({result.upload.modality})" if result.upload.modality else "") if result.upload.is_dicom else (
+        "image"
+    )
+    lines = [f"**Student:** {_top(result.student.probabilities)}"]
+    if result.teacher is not None:
+        agree = "agrees" if result.teacher.label == result.student.label else "**disagrees**"
+        lines.append(f"**Teacher:** {_top(result.teacher.probabilities)} ({agree} with the student)")
+    if result.overlay is None:
+        lines.append("No heatmap for this model type.")
+    lines.append(f"Input: {kind}, {width}×{height} px.")
+    lines.append(f"_{DISCLAIMER}_")
+    return "\n\n".join(lines)
+
+
+def _top(probabilities: dict[str, float]) -> str:
+    label, probability = next(iter(probabilities.items()))
+    return f"{label} ({probability:.0%})"
+
+
+def _short(model_id: str | None) -> str:
+    if not model_id:
+        return "none"
+    path = Path(model_id)
+    return path.name if path.exists() else model_id
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None or value == "" else value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _load_mammography_tab():
+    """`add_mammography_tab` from mammo_tab.py next to this file, or None when the file is absent."""
+    if not MAMMO_TAB.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("mammo_tab", MAMMO_TAB)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.add_mammography_tab
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    model_id = os.environ.get("MODEL_ID")
+    if not model_id:
+        sys.exit("Set MODEL_ID to a Hub model id or a saved model folder, e.g. MODEL_ID=outputs/student python app.py")
+    demo = build_demo(model_id, os.environ.get("TEACHER_ID") or None)
+    demo.launch()
+
+
+if __name__ == "__main__":
+    main()
