@@ -160,36 +160,37 @@ class RadiographCheck:
             width, height, upload.colourfulness, contrast, flat_fill, roughness, float(residual[0]), float(distance[0])
         )
 
-    def reasons(self, stats: ImageStatistics, modality: str | None = None) -> list[str]:
-        """Human-readable reasons to reject; empty when the image passes."""
-        c, found = self.config, []
+    def failures(self, stats: ImageStatistics, modality: str | None = None) -> dict[str, str]:
+        """Failed criteria -> human-readable reason; empty when the image passes."""
+        c, layout, found = self.config, self.layout, {}
         if modality is not None and modality in c.rejected_modalities:
-            found.append(f"its DICOM modality is {modality}, not a radiograph (CR/DX)")
+            found["modality"] = f"its DICOM modality is {modality}, not a radiograph (CR/DX)"
         if stats.colourfulness > c.max_colourfulness:
-            found.append(f"it is a colour image (colourfulness {stats.colourfulness:.0f}; radiographs are grey)")
+            found["colour"] = f"it is a colour image (colourfulness {stats.colourfulness:.0f}; radiographs are grey)"
         if min(stats.width, stats.height) < c.min_side:
-            found.append(f"it is only {stats.width}x{stats.height} px (at least {c.min_side} px a side needed)")
+            found["size"] = f"it is only {stats.width}x{stats.height} px (at least {c.min_side} px a side needed)"
         if not c.min_aspect_ratio <= stats.aspect_ratio <= c.max_aspect_ratio:
-            found.append(
+            found["aspect"] = (
                 f"its aspect ratio {stats.aspect_ratio:.2f} is outside {c.min_aspect_ratio}-{c.max_aspect_ratio}"
             )
         if stats.contrast < c.min_contrast:
-            found.append(f"it has almost no contrast (grey-level std {stats.contrast:.1f})")
+            found["contrast"] = f"it has almost no contrast (grey-level std {stats.contrast:.1f})"
         if stats.flat_fill > c.max_flat_fill:
-            found.append(f"{stats.flat_fill:.0%} of it is flat areas of a few grey levels (a drawing, text or graphic)")
+            found["flat_fill"] = (
+                f"{stats.flat_fill:.0%} of it is flat areas of a few grey levels (a drawing, text or graphic)"
+            )
         if stats.roughness > c.max_roughness:
-            found.append("it is dominated by fine-grained noise, texture or text")
-        layout = self.layout
+            found["roughness"] = "it is dominated by fine-grained noise, texture or text"
         if stats.layout_residual > layout.residual_threshold or stats.layout_distance > layout.distance_threshold:
-            found.append("its overall layout does not look like a frontal chest X-ray")
+            found["layout"] = "its overall layout does not look like a frontal chest X-ray"
         return found
 
     def check(self, upload: DecodedUpload, resized: Image.Image | None = None) -> ImageStatistics:
         stats = self.statistics(upload, resized)
-        found = self.reasons(stats, upload.modality)
+        found = self.failures(stats, upload.modality)
         if found:
             raise NotARadiographError(
-                "This does not look like a chest X-ray: " + "; ".join(found)
+                "This does not look like a chest X-ray: " + "; ".join(found.values())
                 + ". Please upload a frontal chest radiograph (PNG, JPEG or DICOM)."
             )
         return stats
