@@ -211,3 +211,9 @@ def test_push_without_login_says_how_to_log_in(model_dir, monkeypatch, tmp_path,
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_token_here"))
     assert main(["push", "--folder", str(model_dir), "--repo_id", "someone/deit-cxr"]) == 2
     assert "hf auth login" in capsys.readouterr().err
+
+
+def test_the_repository_space_folder_is_publishable():
+    plan = plan_push(ROOT / "space", "space")
+    assert {"app.py", "README.md", "requirements.txt"} <= set(plan.files)
+    assert not [name for name in plan.files if "__pycache__" in name]

@@ -111,13 +111,19 @@ def read_radiograph(source: ImageSource, *, percentiles: tuple[float, float] | N
 def scale_to_uint8(array: np.ndarray, percentiles: tuple[float, float] | None = None) -> np.ndarray:
     """Linearly map [min, max] (or the given percentiles, clipped) of any numeric array to 0..255 uint8."""
     values = np.asarray(array, dtype=np.float64)
+    finite = np.isfinite(values)
+    # NaN/inf (e.g. a broken float TIFF export) would make min/max NaN and the whole image garbage: the range comes
+    # from the finite values only, and non-finite pixels are shown black.
+    if not finite.any():
+        return np.zeros(values.shape, dtype=np.uint8)
+    valid = values[finite] if not finite.all() else values
     if percentiles is None:
-        low, high = float(values.min()), float(values.max())
+        low, high = float(valid.min()), float(valid.max())
     else:
-        low, high = (float(v) for v in np.percentile(values, percentiles))
+        low, high = (float(v) for v in np.percentile(valid, percentiles))
     if high <= low:  # constant image: keep it black rather than dividing by zero
         return np.zeros(values.shape, dtype=np.uint8)
-    return _to_uint8((values - low) / (high - low))
+    return _to_uint8(np.where(finite, (values - low) / (high - low), 0.0))
 
 
 # --- DICOM internals ----------------------------------------------------------------------------------------
