@@ -48,6 +48,8 @@ class BenchmarkArguments:
     )
     images_seen: int = field(default=9600, metadata={"help": "Training budget of every run, in images"})
     image_size: int = field(default=CPU_RECIPE.image_size)
+    patch_size: int = field(default=CPU_RECIPE.patch_size, metadata={"help": "Student patch size"})
+    balancing: str = field(default=CPU_RECIPE.balancing, metadata={"help": "Class balancing of every run"})
     distillation_alpha: float = field(default=CPU_RECIPE.distillation_alpha)
     distillation_tau: float = field(default=CPU_RECIPE.distillation_tau)
     pixel_cache_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/pixel_cache"})
@@ -79,8 +81,10 @@ class BenchmarkArguments:
         return [int(s) for s in self.seeds.split(",") if s.strip()]
 
     def recipe(self) -> Recipe:
-        return CPU_RECIPE.with_overrides(image_size=self.image_size, distillation_alpha=self.distillation_alpha,
-                                         distillation_tau=self.distillation_tau)
+        return CPU_RECIPE.with_overrides(
+            image_size=self.image_size, patch_size=self.patch_size, balancing=self.balancing,
+            distillation_alpha=self.distillation_alpha, distillation_tau=self.distillation_tau,
+        )
 
 
 def planned_runs(args: BenchmarkArguments) -> list[tuple[int | str, int]]:
@@ -197,8 +201,9 @@ def write_summary(root: Path, results: Sequence[dict], args: BenchmarkArguments)
 
 def summary_markdown(results: Sequence[dict], args: BenchmarkArguments) -> str:
     largest = max((r["train_size"] for r in results), key=_size_key)
-    lines = [f"Budget: {args.images_seen} training images seen per run, {args.image_size} px, evaluation on the "
-             "full validation split.", "", f"### N = {largest}", "", full_table(results, largest), "",
+    budget = (f"Budget: {args.images_seen} training images seen per run, {args.image_size} px (student patch "
+              f"{args.patch_size}), evaluation on the full validation split.")
+    lines = [budget, "", f"### N = {largest}", "", full_table(results, largest), "",
              "### Data efficiency (macro-F1, mean over seeds [min-max])", "", curve_table(results)]
     return "\n".join(lines) + "\n"
 
