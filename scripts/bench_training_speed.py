@@ -104,6 +104,29 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             "peak_rss_mib": peak / 1024, "model_rss_mib": (peak - baseline_rss) / 1024}
 
 
+def flop_profile(args: argparse.Namespace) -> dict:
+    """FLOPs of a student training step vs a teacher forward (torch's FlopCounterMode): why distillation costs
+    what it costs, independent of how busy the machine is."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hf_deitcxr.training.arguments import ModelArguments
+    from hf_deitcxr.training.models import build_student, build_teacher
+
+    labels = ["normal", "pneumonia", "covid"]
+    pixels = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    student = build_student(ModelArguments(stage="baseline", image_size=args.image_size,
+                                           patch_size=args.patch_size), labels)
+    teacher = build_teacher(ModelArguments(stage="teacher", image_size=args.image_size), labels).eval()
+    with FlopCounterMode(display=False) as student_counter:
+        student(pixel_values=pixels, labels=torch.zeros(args.batch_size, dtype=torch.long)).loss.backward()
+    with FlopCounterMode(display=False) as teacher_counter, torch.no_grad():
+        teacher(pixel_values=pixels)
+    step, forward = student_counter.get_total_flops(), teacher_counter.get_total_flops()
+    return {"student_step_gflop": step / 1e9, "teacher_forward_gflop": forward / 1e9,
+            "distill_over_student_flops": (step + forward) / step}
+
+
 def run_in_subprocess(name: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--one", name, "--image_size", str(args.image_size), "--patch_size",
                str(args.patch_size), "--batch_size", str(args.batch_size), "--steps", str(args.steps),
@@ -145,9 +168,13 @@ def main(argv=None) -> int:
     print(f"DeiT-tiny/{args.patch_size} student, DenseNet-121 teacher, {args.image_size} px, batch {args.batch_size}, "
           f"{args.threads} threads, median of {args.steps} steps")
     print(format_table(rows))
+    flops = flop_profile(args)
+    print(f"FLOPs per batch: student training step {flops['student_step_gflop']:.1f} GFLOP, teacher forward "
+          f"{flops['teacher_forward_gflop']:.1f} GFLOP -> a distillation step does "
+          f"{flops['distill_over_student_flops']:.2f}x the arithmetic of a plain step")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"args": vars(args), "rows": rows}, handle, indent=2)
+            json.dump({"args": vars(args), "rows": rows, "flops": flops}, handle, indent=2)
     return 0
 
 

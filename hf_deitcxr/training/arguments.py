@@ -86,7 +86,9 @@ class DataArguments:
     )
     subset_seed: int = field(default=0)
     balancing: str = field(
-        default="class_weighted_loss", metadata={"help": "Class balancing", "choices": list(BALANCING)}
+        default="oversample",
+        metadata={"help": "Class balancing; default chosen by scripts/bench_balancing.py (docs/RESULTS.md)",
+                  "choices": list(BALANCING)},
     )
     augment: bool = field(default=True, metadata={"help": "Random radiograph augmentation while training"})
     teacher_logit_cache: bool = field(
