@@ -192,3 +192,14 @@ def test_cli_evaluate_and_validate_data(workspace, tmp_path, capsys):
     assert metrics["overall"]["accuracy"] == pytest.approx(trained["accuracy"])
     assert main(["validate-data", "--dataset", str(data)]) == 0
     assert "covid" in capsys.readouterr().out
+
+
+def test_oversampled_training_set_reports_distinct_images():
+    from hf_deitcxr.balancing import oversample_indices
+    from hf_deitcxr.data.transforms import CachedImageDataset
+    from hf_deitcxr.training.run import _distinct_images
+
+    labels = [0] * 6 + [1] * 2
+    data = CachedImageDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), labels)
+    oversampled = torch.utils.data.Subset(data, oversample_indices(labels, 2))
+    assert len(oversampled) == 12 and len(_distinct_images(oversampled)) == 8

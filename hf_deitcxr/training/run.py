@@ -106,10 +106,15 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
 
 def build_logit_cache(teacher, train_data, collator, adapter, training_args) -> torch.Tensor:
-    base = train_data.dataset if isinstance(train_data, torch.utils.data.Subset) else train_data
+    base = _distinct_images(train_data)
     loader = torch.utils.data.DataLoader(base, batch_size=training_args.per_device_eval_batch_size,
                                          collate_fn=collator)
     return compute_teacher_logits(teacher, loader, len(base), adapter, device=training_args.device)
+
+
+def _distinct_images(dataset):
+    """The data set under an oversampling `Subset`: its length counts images, not repeats."""
+    return dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
 
 
 def _with_collator(trainer, get_dataloader, collator):
@@ -149,7 +154,7 @@ def finish(trainer, processor, eval_data, label_names, train_result, model_args,
         "train_runtime_s": train_result.metrics.get("train_runtime"),
         "train_samples_per_second": train_result.metrics.get("train_samples_per_second"),
         "global_step": trainer.state.global_step,
-        "num_train_images": len(trainer.train_dataset),
+        "num_train_images": len(_distinct_images(trainer.train_dataset)),
         "eval_split": data_args.eval_split,
         "image_size": model_args.image_size,
     }
