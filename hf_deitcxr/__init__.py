@@ -5,6 +5,8 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 from .configuration_deit_cxr import DeiTCXRConfig
 from .densenet import DenseNetConfig, DenseNetForImageClassification, DenseNetModel
 from .image_processing_deit_cxr import RadiographImageProcessor, make_image_processor
+from .mammo.configuration_multiview import MultiViewMammoConfig
+from .mammo.modeling_multiview import MultiViewMammoForExamClassification, MultiViewMammoModel
 from .modeling_deit_cxr import DeiTCXRForImageClassificationWithTeacher, DeiTCXRModel
 from .pretrained import fold_rgb_conv_to_grey, interpolate_position_embeddings, load_student
 
@@ -20,6 +22,7 @@ def _register_auto_classes() -> None:
     for config_class, model_class, base_class in (
         (DeiTCXRConfig, DeiTCXRForImageClassificationWithTeacher, DeiTCXRModel),
         (DenseNetConfig, DenseNetForImageClassification, DenseNetModel),
+        (MultiViewMammoConfig, MultiViewMammoForExamClassification, MultiViewMammoModel),
     ):
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModelForImageClassification.register(config_class, model_class, exist_ok=True)
@@ -39,6 +42,9 @@ __all__ = [
     "DenseNetConfig",
     "DenseNetForImageClassification",
     "DenseNetModel",
+    "MultiViewMammoConfig",
+    "MultiViewMammoForExamClassification",
+    "MultiViewMammoModel",
     "RadiographImageProcessor",
     "fold_rgb_conv_to_grey",
     "interpolate_position_embeddings",

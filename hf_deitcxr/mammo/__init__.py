@@ -1,0 +1,43 @@
+"""Mammography: exams of up to four views, single-view ViT/DeiT/Swin/PVT transfer learning, a multi-view transformer.
+
+Modules:
+- `manifest`: exams from a CSV manifest or DICOM tags, validation, patient-level splits;
+- `dataset`: decode once (oriented, resized whole), exam- and view-level datasets, the multi-view collator;
+- `configuration_multiview` / `modeling_multiview`: the multi-view transformer (a transformers model);
+- `models`: build single-view backbones and the multi-view model from pretrained checkpoints;
+- `evaluation`: exam-level scores from view-level predictions (max / mean);
+- `training`: the `--task mammo` training run; `synthetic`: a multi-view synthetic task; `inference`: a predictor.
+
+The data and training API is imported lazily (`from hf_deitcxr.mammo import read_manifest` works), so importing the
+package for the model classes does not pull in `datasets` or `pydicom`.
+"""
+
+from importlib import import_module
+
+from .configuration_multiview import MultiViewMammoConfig
+from .modeling_multiview import MultiViewMammoForExamClassification, MultiViewMammoModel
+
+_LAZY = {
+    "MammoExam": "manifest",
+    "MammoManifest": "manifest",
+    "ManifestError": "manifest",
+    "VIEW_SLOTS": "manifest",
+    "load_mammo_manifest": "manifest",
+    "read_manifest": "manifest",
+    "MammoExamDataset": "dataset",
+    "MultiViewCollator": "dataset",
+    "orient": "dataset",
+    "build_single_view_model": "models",
+    "build_multiview_model": "models",
+    "aggregate_views": "evaluation",
+    "MammoPredictor": "inference",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["MultiViewMammoConfig", "MultiViewMammoForExamClassification", "MultiViewMammoModel", *_LAZY]
