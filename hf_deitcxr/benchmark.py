@@ -265,6 +265,9 @@ def plot_data_efficiency(results: Sequence[dict], path: Path) -> None:
         low, high = mean - np.array([p[2] for p in points]), np.array([p[3] for p in points]) - mean
         ax.errorbar(x, mean, yerr=[low, high], marker="o", capsize=3, label=method)
     ax.set_xscale("log")
+    ticks = sorted({sizes_in_images.get(r["train_size"], _size_key(r["train_size"])) for r in results})
+    ax.minorticks_off()
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("training images (patient-level subset)")
     ax.set_ylabel("macro-F1 (validation)")
     ax.set_title("Data efficiency on cxr3 (bars: min-max over seeds)")
