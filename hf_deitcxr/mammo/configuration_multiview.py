@@ -35,8 +35,16 @@ class MultiViewMammoConfig(PreTrainedConfig):
             `"cls"` only its class token (cheaper; cross-view reasoning then sees per-view summaries).
         classifier_dropout (`float`, defaults to 0.0):
             Dropout before the exam-level classifier.
-        initializer_range (`float`, defaults to 0.02):
-            Standard deviation of the truncated normal initialisation of the new (non-encoder) weights.
+        initializer_range (`float`, defaults to 0.1):
+            Standard deviation of the normal initialisation of the new (non-encoder) weights: global layers, exam
+            token, classifier. Larger than ViT's 0.02 on purpose: with 0.02 the freshly initialised global attention
+            is near uniform and its gradients tiny, and on the synthetic cross-view task the exam head stayed at
+            chance for 300 fine-tuning steps, where 0.1 reached AUC 1.0 (same encoder, same data).
+        view_embedding_init_std (`float`, defaults to 1.0):
+            Initial scale of the laterality and view-position embeddings. The encoder's tokens leave its final layer
+            norm at unit scale, so embeddings at ViT's 0.02 (2% of that) barely mark which view a token
+            comes from, and pairing the views of a breast then sits on a long plateau; at unit scale it is learned
+            within ~150 steps on the synthetic task (`hf_deitcxr.mammo.synthetic`).
         orientation (`str`, defaults to `"laterality"`):
             How views were oriented before training (see `hf_deitcxr.mammo.dataset.orient`); inference must do the
             same.
@@ -53,7 +61,8 @@ class MultiViewMammoConfig(PreTrainedConfig):
     global_dropout: float = 0.0
     global_tokens: str = "all"
     classifier_dropout: float = 0.0
-    initializer_range: float = 0.02
+    initializer_range: float = 0.1
+    view_embedding_init_std: float = 1.0
     orientation: str = "laterality"
 
     def __post_init__(self, **kwargs):
@@ -102,6 +111,8 @@ class MultiViewMammoConfig(PreTrainedConfig):
                              f"{self.num_global_attention_heads}")
         if self.global_tokens not in GLOBAL_TOKENS:
             raise ValueError(f"global_tokens must be one of {GLOBAL_TOKENS}, got {self.global_tokens!r}")
+        if not isinstance(self.view_embedding_init_std, (int, float)) or self.view_embedding_init_std <= 0:
+            raise ValueError(f"view_embedding_init_std must be positive, got {self.view_embedding_init_std!r}")
         for name in ("global_dropout", "classifier_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:

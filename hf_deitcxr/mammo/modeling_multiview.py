@@ -77,10 +77,11 @@ class MultiViewMammoPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, MultiViewMammoModel):
-            std = self.config.initializer_range
-            init.trunc_normal_(module.exam_token, std=std)
-            init.trunc_normal_(module.laterality_embeddings, std=std)
-            init.trunc_normal_(module.view_position_embeddings, std=std)
+            init.trunc_normal_(module.exam_token, std=self.config.initializer_range)
+            # At the scale of the encoder's layer-normed tokens (see MultiViewMammoConfig.view_embedding_init_std).
+            std = self.config.view_embedding_init_std
+            init.trunc_normal_(module.laterality_embeddings, std=std, a=-2 * std, b=2 * std)
+            init.trunc_normal_(module.view_position_embeddings, std=std, a=-2 * std, b=2 * std)
 
 
 class MultiViewMammoModel(MultiViewMammoPreTrainedModel):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -34,11 +36,25 @@ def parse_training_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataA
     return parser.parse_args_into_dataclasses(args=list(argv))
 
 
+def requested_task(argv: Sequence[str]) -> str:
+    """The `--task` of a command line or JSON arguments file ("cxr" when absent): each task has its own parser."""
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return str(json.loads(Path(argv[0]).read_text()).get("task", "cxr"))
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    peek.add_argument("--task", default="cxr")
+    return peek.parse_known_args(list(argv))[0].task
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if requested_task(argv) == "mammo":
+        from ..mammo.training import mammo_train_main
+
+        return mammo_train_main(argv)
     from .run import run_training  # heavy imports only once arguments parsed
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model_args, data_args, training_args = parse_training_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args = parse_training_arguments(argv)
     report = run_training(model_args, data_args, training_args)
     overall = report.get("overall", report)
     print(json.dumps({k: overall.get(k) for k in ("accuracy", "macro_f1", "macro_auc") if k in overall}))

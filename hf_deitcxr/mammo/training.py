@@ -1,0 +1,160 @@
+"""`--task mammo`: train a single-view or multi-view mammography model with the chest X-ray pipeline's Trainer.
+
+Reused as they are: the `DistillationTrainer` (without a teacher it is a Trainer with class-weighted CE and an
+optional sampler), `hf_deitcxr.balancing.plan_balancing`, the batched augmentation and collator, the metrics and the
+evaluation report. What is mammography-specific: exams from a manifest, patient-level exam splits, the multi-view
+collator and model, and exam-level scores for single-view models (max / mean over an exam's views).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser, TrainingArguments
+
+from ..balancing import plan_balancing
+from ..data.transforms import RadiographAugmentation, RadiographCollator, normalization_from_image_processor
+from ..metrics.report import make_compute_metrics, write_evaluation_report
+from ..training.cli import DEFAULTS
+from ..training.run import _checkpoint_to_resume, _with_collator
+from ..training.trainer import DistillationTrainer
+from .arguments import MammoDataArguments, MammoModelArguments, mammography_augmentation
+from .dataset import MammoExamDataset, MultiViewCollator
+from .evaluation import AGGREGATIONS, aggregate_views, exam_metrics
+from .manifest import load_mammo_manifest
+from .models import build_multiview_model, build_single_view_model, make_mammo_processor
+
+logger = logging.getLogger(__name__)
+
+
+def run_mammo_training(
+    model_args: MammoModelArguments, data_args: MammoDataArguments, training_args: TrainingArguments
+) -> dict:
+    """Train, save a Hub-ready folder and write exam-level `metrics.json` (plus `view_level/` for single view)."""
+    manifest = load_mammo_manifest(data_args.dataset, data_args.class_name_list, data_args.dicom_labels)
+    splits = manifest.split(data_args.validation_fraction, allow_leakage=data_args.allow_leakage)
+    if data_args.eval_split not in splits:
+        raise ValueError(f"evaluation split {data_args.eval_split!r} not found; splits: {list(splits)}")
+    label_names = manifest.class_names
+    logger.info("mammography exams per split: %s; classes %s",
+                {name: len(part) for name, part in splits.items()}, label_names)
+
+    size = model_args.image_size
+    train_exams = MammoExamDataset.from_manifest(splits["train"], size, data_args.orientation)
+    eval_exams = MammoExamDataset.from_manifest(splits[data_args.eval_split], size, data_args.orientation)
+    single = model_args.architecture == "single_view"
+    model = build_model(model_args, data_args, label_names)
+    processor = make_mammo_processor(None if model_args.from_scratch else model_args.model_name_or_path, size)
+    mean, std, _ = normalization_from_image_processor(processor)
+
+    flip = data_args.horizontal_flip_p if data_args.horizontal_flip_p is not None else (0.5 if single else 0.0)
+    augmentation = RadiographAugmentation(mammography_augmentation(flip)) if data_args.augment else None
+    train_collator = RadiographCollator(size, mean, std, num_channels=3, augmentation=augmentation)
+    eval_collator = RadiographCollator(size, mean, std, num_channels=3)
+    if single:
+        train_data, eval_data = train_exams.single_view(), eval_exams.single_view()
+    else:
+        train_data, eval_data = train_exams, eval_exams
+        train_collator, eval_collator = MultiViewCollator(train_collator), MultiViewCollator(eval_collator)
+
+    plan = plan_balancing(data_args.balancing, train_data.labels, len(label_names), seed=training_args.seed)
+    if plan.indices is not None:
+        train_data = torch.utils.data.Subset(train_data, plan.indices)
+
+    training_args.remove_unused_columns = False
+    training_args.label_names = ["labels"]
+    trainer = DistillationTrainer(
+        model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
+        data_collator=train_collator, compute_metrics=make_compute_metrics(label_names),
+        class_weights=plan.class_weights, train_sampler=plan.sampler,
+    )
+    # Evaluation must not augment: Trainer has one collator, so swap it for eval dataloaders.
+    trainer.get_eval_dataloader = _with_collator(trainer, trainer.get_eval_dataloader, eval_collator)
+    trainer.get_test_dataloader = _with_collator(trainer, trainer.get_test_dataloader, eval_collator)
+    train_result = trainer.train(resume_from_checkpoint=_checkpoint_to_resume(training_args, data_args))
+    return finish(trainer, processor, eval_exams, eval_data, train_result, model_args, data_args)
+
+
+def build_model(model_args: MammoModelArguments, data_args: MammoDataArguments, label_names: Sequence[str]):
+    if model_args.architecture == "single_view":
+        model = build_single_view_model(model_args.model_name_or_path, label_names, model_args.image_size,
+                                        from_scratch=model_args.from_scratch)
+        # Recorded in config.json so inference prepares views and combines them as training did.
+        model.config.mammography = {"orientation": data_args.orientation,
+                                    "exam_aggregation": model_args.exam_aggregation}
+        return model
+    return build_multiview_model(
+        model_args.model_name_or_path, label_names, model_args.image_size, from_scratch=model_args.from_scratch,
+        num_global_layers=model_args.num_global_layers, global_tokens=model_args.global_tokens,
+        global_dropout=model_args.global_dropout, orientation=data_args.orientation,
+    )
+
+
+def finish(trainer, processor, eval_exams: MammoExamDataset, eval_data, train_result, model_args, data_args) -> dict:
+    """Save model + processor + state; exam-level metrics.json and plots; view-level ones for single view."""
+    output_dir = Path(trainer.args.output_dir)
+    trainer.save_model(str(output_dir))
+    label_names = eval_exams.label_names
+    summary = {
+        "task": "mammo",
+        "architecture": model_args.architecture,
+        "train_runtime_s": train_result.metrics.get("train_runtime"),
+        "global_step": trainer.state.global_step,
+        "num_train_items": len(trainer.train_dataset),
+        "num_eval_exams": len(eval_exams),
+        "eval_split": data_args.eval_split,
+        "image_size": model_args.image_size,
+    }
+    prediction = trainer.predict(eval_data)
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    probabilities = torch.softmax(torch.from_numpy(np.asarray(logits)).float(), dim=-1).numpy()
+    if not trainer.is_world_process_zero():
+        return summary
+    processor.save_pretrained(output_dir)
+    trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
+    exam_labels = eval_exams.labels.numpy()
+    if model_args.architecture == "single_view":
+        write_evaluation_report(output_dir / "view_level", probabilities, eval_data.labels.numpy(), label_names,
+                                extra=summary)
+        index = eval_data.extras["exam_index"]
+        per_rule = {how: aggregate_views(probabilities, index, len(eval_exams), how) for how in AGGREGATIONS}
+        summary["exam_metrics_by_aggregation"] = {
+            how: _headline(exam_metrics(probs, exam_labels, label_names)) for how, probs in per_rule.items()
+        }
+        summary["exam_aggregation"] = model_args.exam_aggregation
+        probabilities = per_rule[model_args.exam_aggregation]
+    report = write_evaluation_report(output_dir, probabilities, exam_labels, label_names, extra=summary)
+    (output_dir / "training_args.json").write_text(
+        json.dumps({"model": vars(model_args), "data": vars(data_args)}, indent=2, default=str)
+    )
+    return report
+
+
+def _headline(metrics: dict) -> dict:
+    return {key: metrics[key] for key in ("macro_auc", "accuracy", "balanced_accuracy")}
+
+
+def parse_mammo_arguments(argv: Sequence[str]) -> tuple[MammoModelArguments, MammoDataArguments, TrainingArguments]:
+    parser = HfArgumentParser((MammoModelArguments, MammoDataArguments, TrainingArguments))
+    parser.set_defaults(**DEFAULTS)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    return parser.parse_args_into_dataclasses(args=list(argv))
+
+
+def mammo_train_main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_mammo_arguments(sys.argv[1:] if argv is None else argv)
+    report = run_mammo_training(model_args, data_args, training_args)
+    overall = report.get("overall", report)
+    print(json.dumps({k: overall.get(k) for k in ("accuracy", "macro_f1", "macro_auc") if k in overall}))
+    return 0
+
+
+__all__ = ["build_model", "mammo_train_main", "parse_mammo_arguments", "run_mammo_training"]
