@@ -14,13 +14,23 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from ..data.dicom import ImageSource, read_radiograph
+from ..data.dicom import ImageSource
 from ..data.transforms import eval_transform_for_pil, normalization_from_image_processor
+from ..serving.decode import DecodedUpload, decode_upload
+from ..serving.input_check import NON_RADIOGRAPH_MODALITIES, InputCheckConfig
 from .configuration_multiview import MultiViewMammoConfig
 from .dataset import orient
 from .evaluation import aggregate_views
 
 VIEW_SLOTS = ("L-CC", "L-MLO", "R-CC", "R-MLO")
+# Mammograms are grey: the chest X-ray input check's colourfulness threshold (Hasler & Suesstrunk M) applies as is.
+MAX_COLOURFULNESS = InputCheckConfig().max_colourfulness
+# DICOM modalities that are certainly not a mammogram: the chest X-ray check's list, mammography (MG) excepted.
+NON_MAMMOGRAM_MODALITIES = NON_RADIOGRAPH_MODALITIES - {"MG"}
+
+
+class NotAMammogramError(ValueError):
+    """The file decodes but is clearly not a mammogram (a colour image, or a DICOM of another modality)."""
 
 
 @dataclass
@@ -55,7 +65,8 @@ class MammoPredictor:
     def predict(self, views: Mapping[str, ImageSource]) -> MammoPrediction:
         """views: view slot ("L-CC", "L-MLO", "R-CC", "R-MLO") -> file path, bytes or file object; 1 to 4 of them.
 
-        Raises ValueError for no / unknown views and `UnreadableImageError` for files that are not images.
+        Raises ValueError for no / unknown views, `UnreadableImageError` for files that are not images and
+        `NotAMammogramError` (a ValueError) for images that clearly are not mammograms.
         """
         given = {slot: source for slot, source in views.items() if source is not None}
         unknown = sorted(set(given) - set(self.view_slots))
@@ -78,11 +89,22 @@ class MammoPredictor:
         return MammoPrediction(self._named(exam), slots, named)
 
     def _prepare(self, source: ImageSource, slot: str) -> torch.Tensor:
-        image = orient(read_radiograph(source), slot.split("-")[0], self.orientation)
+        upload = decode_upload(source.read() if hasattr(source, "read") else source)
+        check_mammogram(upload, slot)
+        image = orient(upload.grey, slot.split("-")[0], self.orientation)
         return eval_transform_for_pil(image, self.size, self.mean, self.std, num_channels=3)
 
     def _named(self, probabilities) -> dict[str, float]:
         return {name: float(p) for name, p in zip(self.label_names, probabilities, strict=True)}
 
 
-__all__ = ["VIEW_SLOTS", "MammoPrediction", "MammoPredictor"]
+def check_mammogram(upload: DecodedUpload, slot: str) -> None:
+    """Refuse what is clearly not a mammogram; a model answers for any input, so a photo would get a score."""
+    if upload.modality is not None and upload.modality in NON_MAMMOGRAM_MODALITIES:
+        raise NotAMammogramError(f"{slot}: this DICOM is modality {upload.modality}, not a mammogram (MG)")
+    if upload.colourfulness > MAX_COLOURFULNESS:
+        raise NotAMammogramError(f"{slot}: this is a colour image (colourfulness {upload.colourfulness:.0f}); "
+                                 "mammograms are grey. Please upload a mammogram (DICOM, PNG or JPEG).")
+
+
+__all__ = ["VIEW_SLOTS", "MammoPrediction", "MammoPredictor", "NotAMammogramError", "check_mammogram"]

@@ -1,0 +1,63 @@
+"""Mammography tab of the Space: one to four views of an exam in, an exam-level prediction out.
+
+`add_mammography_tab(model_id)` is called inside the `gr.Blocks` context of `space/app.py`'s `build_demo` when
+`MAMMO_MODEL_ID` is set. The model (single- or multi-view, a folder or Hub id saved by `hf-deitcxr train --task
+mammo`) is loaded once, when the tab is built. The prediction is exposed as the API endpoint
+`predict_mammography`, taking four file paths (L-CC, L-MLO, R-CC, R-MLO; any may be empty) and returning the
+exam-level `gr.Label` value and a Markdown details/disclaimer string. Bad input raises `gr.Error` with a clear message.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import gradio as gr
+
+from hf_deitcxr.data.dicom import UnreadableImageError
+from hf_deitcxr.mammo.inference import VIEW_SLOTS, MammoPredictor
+
+DISCLAIMER = ("Research demo, not a medical device: the model is not clinically validated and must not be used "
+              "for diagnosis.")
+INTRO = ("Upload one image (in the slot of its view) or the four views of a screening exam (PNG/JPEG/DICOM). "
+         "Right-breast views are mirrored to the training orientation automatically; missing views are left out. "
+         "Colour images and DICOMs of other modalities (CT, MR, US, ...) are refused.")
+
+
+def predict_exam(predictor: MammoPredictor, *paths: str | None) -> tuple[dict[str, float], str]:
+    """The tab's handler: file paths in `VIEW_SLOTS` order (None for an empty slot) -> (label values, details)."""
+    if len(paths) != len(VIEW_SLOTS):
+        raise gr.Error(f"expected {len(VIEW_SLOTS)} view slots ({', '.join(VIEW_SLOTS)}), got {len(paths)}")
+    views = {slot: path for slot, path in zip(VIEW_SLOTS, paths, strict=True) if path}
+    if not views:
+        raise gr.Error("Upload at least one mammogram (in the slot of its view: L-CC, L-MLO, R-CC or R-MLO).")
+    try:
+        prediction = predictor.predict(views)
+    except (UnreadableImageError, FileNotFoundError) as err:
+        raise gr.Error(f"Could not read the uploaded file as a mammogram (DICOM or image): {err}") from err
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
+    kind = "multi-view model (views read together)" if predictor.multiview else (
+        f"single-view model (exam score = {predictor.aggregation} over views)")
+    lines = [f"**Views used:** {', '.join(prediction.views_used)} — {kind}."]
+    for slot, probabilities in prediction.per_view.items():
+        top = max(probabilities, key=probabilities.get)
+        lines.append(f"- {slot}: {top} ({probabilities[top]:.1%})")
+    lines.append(f"\n_{DISCLAIMER}_")
+    return prediction.exam, "\n".join(lines)
+
+
+def add_mammography_tab(model_id: str) -> None:
+    """Build the "Mammography" tab inside the current `gr.Blocks` context; loads the model once, here."""
+    predictor = MammoPredictor(model_id)
+    with gr.Tab("Mammography"):
+        gr.Markdown(f"### Mammography (exam level)\n{INTRO}")
+        with gr.Row():
+            inputs = [gr.File(label=slot, type="filepath") for slot in VIEW_SLOTS]
+        button = gr.Button("Predict exam", variant="primary")
+        result = gr.Label(label="Exam-level prediction", num_top_classes=len(predictor.label_names))
+        details = gr.Markdown(DISCLAIMER)
+        button.click(partial(predict_exam, predictor), inputs=inputs, outputs=[result, details],
+                     api_name="predict_mammography")
+
+
+__all__ = ["add_mammography_tab", "predict_exam"]
