@@ -6,7 +6,8 @@ radiographs (hf_deitcxr/sample_data/cxr3_sample, PNG/JPEG as a user would upload
 Reports errors, latency percentiles (submit -> result, as a user waits, queueing included) and throughput, and the
 baseline: the same requests from one client, sequentially, in the same run.
 
-    python scripts/load_test_space.py --model_id /work/models/qs/distill --clients 8 --requests_per_client 50
+    python scripts/load_test_space.py --model_id outputs/quickstart/distill --teacher_id outputs/quickstart/teacher \
+        --clients 8 --requests_per_client 50
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ SAMPLES = Path(__file__).resolve().parents[1] / "hf_deitcxr" / "sample_data" / "
 @dataclass
 class LoadTestArguments:
     model_id: str | None = field(default=None, metadata={"help": "MODEL_ID of the app to start (folder or Hub id)"})
+    teacher_id: str | None = field(default=None, metadata={"help": "TEACHER_ID of the app to start (optional)"})
     url: str | None = field(default=None, metadata={"help": "Test an app already running here instead"})
     clients: int = field(default=8)
     requests_per_client: int = field(default=50)
@@ -83,7 +85,10 @@ def stats(results: list[dict], wall_s: float) -> dict:
 
 
 def run(args: LoadTestArguments) -> dict:
-    server = running_space(args.model_id) if not args.url else nullcontext((args.url, None))
+    server = (
+        running_space(args.model_id, extra_env=_teacher_env(args.teacher_id))
+        if not args.url else nullcontext((args.url, None))
+    )
     with server as (url, process):
         client_session(url, 2, 0, args.timeout_s)  # warm-up (first request loads/initialises lazily, if anything)
         start = time.perf_counter()
@@ -101,6 +106,11 @@ def run(args: LoadTestArguments) -> dict:
         alive = process is None or process.poll() is None
     return {"baseline_1_client": baseline_stats, f"concurrent_{args.clients}_clients": concurrent_stats,
             "server_peak_rss_mib": peak, "server_alive_at_end": alive}
+
+
+def _teacher_env(teacher_id: str | None) -> dict[str, str]:
+    """TEACHER_ID for the started app: the given one, or none (not inherited from this shell)."""
+    return {"TEACHER_ID": teacher_id or ""}
 
 
 def main(argv: list[str] | None = None) -> int:

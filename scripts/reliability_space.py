@@ -8,7 +8,8 @@ Each answer is one of:
   message), another client exception, no answer within --timeout_s, or the server process gone.
 After the malformed inputs, a valid radiograph must still be predicted (the server survived and still works).
 
-    python scripts/reliability_space.py --model_id /work/models/qs/distill           # starts space/app.py
+    python scripts/reliability_space.py --model_id outputs/quickstart/distill \
+        --teacher_id outputs/quickstart/teacher                                      # starts space/app.py
     python scripts/reliability_space.py --url http://127.0.0.1:7860/                 # an app already running
 Exit status 0 only with zero crashes and a working server at the end. Inputs: scripts/malformed_inputs.py.
 """
@@ -37,6 +38,7 @@ GENERIC_ERROR = "has raised an exception but has not enabled verbose error repor
 @dataclass
 class ReliabilityArguments:
     model_id: str | None = field(default=None, metadata={"help": "MODEL_ID of the app to start (folder or Hub id)"})
+    teacher_id: str | None = field(default=None, metadata={"help": "TEACHER_ID of the app to start (optional)"})
     url: str | None = field(default=None, metadata={"help": "Test an app already running here instead"})
     count: int = field(default=200, metadata={"help": "At least this many malformed inputs"})
     seed: int = field(default=0)
@@ -80,7 +82,10 @@ def run(args: ReliabilityArguments) -> dict:
     cases = write_cases(workdir / "inputs", args.count, seed=args.seed)
     valid = workdir / "valid_radiograph.png"
     valid.write_bytes(valid_radiograph_png())
-    server = running_space(args.model_id, log_path=args.app_log) if not args.url else nullcontext((args.url, None))
+    server = (
+        running_space(args.model_id, log_path=args.app_log, extra_env=_teacher_env(args.teacher_id))
+        if not args.url else nullcontext((args.url, None))
+    )
     with server as (url, process):
         client = Client(url, verbose=False, download_files=False)
         before = classify(client, valid, args.timeout_s)
@@ -130,6 +135,11 @@ def print_report(report: dict) -> None:
     for crash in report["crashes"]:
         print(f"CRASH {crash['file']}: {crash['detail']}")
     print("clear error messages (sample):", *report["clear_error_examples"][:12], sep="\n  ")
+
+
+def _teacher_env(teacher_id: str | None) -> dict[str, str]:
+    """TEACHER_ID for the started app: the given one, or none (not inherited from this shell)."""
+    return {"TEACHER_ID": teacher_id or ""}
 
 
 def main(argv: list[str] | None = None) -> int:

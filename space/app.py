@@ -3,7 +3,7 @@
     MODEL_ID=<Hub id or folder> [TEACHER_ID=<Hub id or folder>] [MAMMO_MODEL_ID=...] python space/app.py
 
 Environment: MODEL_ID (required), TEACHER_ID, MAMMO_MODEL_ID (adds the mammography tab of mammo_tab.py),
-PRECISION (auto | fp32 | bf16; auto = bf16 weights on CPUs with native bf16), INPUT_CHECK (1 | 0).
+PRECISION (auto | fp32 | bf16; auto = bf16 weights on CPUs with AMX, else fp32), INPUT_CHECK (1 | 0).
 API: endpoint "predict" takes one file (PNG, JPEG or DICOM) and returns (student label dict, heatmap overlay,
 teacher label dict or None, Markdown status). Bad input raises gr.Error with the reason.
 Research demo only: not a medical device.
@@ -17,9 +17,18 @@ import os
 import sys
 from pathlib import Path
 
-import gradio as gr
+try:
+    import gradio as gr
+except ModuleNotFoundError as missing:  # `pip install -e .` alone (what the quickstart needs) has no gradio
+    if missing.name != "gradio":
+        raise
+    sys.exit(
+        "The Space needs gradio, which the base install does not include. Install it with "
+        "`pip install -e '.[space]'` in the repository (or `pip install 'gradio>=6,<7'`)."
+    )
 
 HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parent  # in a checkout of the repository: `outputs/...` of the quickstart lives here
 try:
     import hf_deitcxr  # noqa: F401 - registers our model classes with the Auto classes
 except ImportError:  # a repository checkout where the package is not installed: use the one next to space/
@@ -59,9 +68,9 @@ def build_demo(
     precision = precision or os.environ.get("PRECISION", "auto")
     check_input = _env_flag("INPUT_CHECK", True) if check_input is None else check_input
     mammo_model_id = mammo_model_id if mammo_model_id is not None else os.environ.get("MAMMO_MODEL_ID") or None
-    predictor = ChestXrayPredictor.from_pretrained(
-        model_id, teacher_id or None, precision=precision, check_input=check_input
-    )
+    model_id = resolve_model_id(model_id, "MODEL_ID")
+    teacher_id = resolve_model_id(teacher_id, "TEACHER_ID") if teacher_id else None
+    predictor = ChestXrayPredictor.from_pretrained(model_id, teacher_id, precision=precision, check_input=check_input)
 
     def predict(path: str | None):
         return run_prediction(predictor, path)
@@ -86,9 +95,7 @@ def _chest_tab(predict, model_id: str, teacher_id: str | None) -> None:
         with gr.Column():
             upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath")
             button = gr.Button("Classify", variant="primary")
-            examples = sorted(EXAMPLES_DIR.glob("*.jpg")) + sorted(EXAMPLES_DIR.glob("*.png"))
-            if examples:
-                gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Examples (see ATTRIBUTION.md)")
+            examples_row = gr.Column()
         with gr.Column():
             student_label = gr.Label(num_top_classes=TOP_K, label=f"Student: {_short(model_id)}")
             heatmap = gr.Image(label="Attention rollout (where the student looked)", type="numpy", format="png")
@@ -96,8 +103,14 @@ def _chest_tab(predict, model_id: str, teacher_id: str | None) -> None:
                 num_top_classes=TOP_K, label=f"Teacher: {_short(teacher_id)}", visible=bool(teacher_id)
             )
             status = gr.Markdown()
+    outputs = [student_label, heatmap, teacher_label, status]
     # The API endpoint of the contract: one file in; student, heatmap, teacher (or None), status out.
-    button.click(predict, inputs=[upload], outputs=[student_label, heatmap, teacher_label, status], api_name="predict")
+    button.click(predict, inputs=[upload], outputs=outputs, api_name="predict")
+    examples = sorted(EXAMPLES_DIR.glob("*.jpg")) + sorted(EXAMPLES_DIR.glob("*.png"))
+    if examples:
+        with examples_row:  # clicking an example classifies it at once (not cached: the model may change)
+            gr.Examples([[str(p)] for p in examples], inputs=[upload], outputs=outputs, fn=predict,
+                        run_on_click=True, cache_examples=False, label="Examples (see ATTRIBUTION.md)")
 
 
 def run_prediction(predictor: ChestXrayPredictor, path: str | None):
@@ -145,6 +158,34 @@ def _short(model_id: str | None) -> str:
     return path.name if path.exists() else model_id
 
 
+def resolve_model_id(model_id: str, variable: str = "MODEL_ID") -> str:
+    """A saved model folder (as given, or relative to the repository root) or a Hub id; exits with a clear message.
+
+    `hf-deitcxr quickstart` prints `MODEL_ID=outputs/quickstart/distill`, a path relative to the repository root;
+    it also works from inside space/ (the Space's own folder). A path that names no saved model stops the app with
+    what was looked for instead of a traceback from the Hub client.
+    """
+    value = str(model_id).strip()
+    for candidate in (Path(value).expanduser(), REPO_ROOT / value):
+        if candidate.is_dir():
+            if (candidate / "config.json").is_file():
+                return str(candidate)
+            saved = sorted(str(p.parent) for p in candidate.glob("*/config.json"))
+            hint = f" Saved models inside it: {', '.join(saved)}." if saved else ""
+            sys.exit(f"{variable}={value}: {candidate} is not a saved model folder (no config.json).{hint}")
+    if _looks_like_local_path(value):
+        sys.exit(
+            f"{variable}={value}: no such folder (looked in {Path.cwd()} and {REPO_ROOT}). Train one with "
+            "`hf-deitcxr quickstart` (it prints the MODEL_ID to use) or give a Hub id such as OWNER/NAME."
+        )
+    return value
+
+
+def _looks_like_local_path(value: str) -> bool:
+    """Hub ids are NAME or OWNER/NAME; anything else with a path separator or a leading ./~ is meant as a folder."""
+    return value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
+
+
 def _env_flag(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     return default if value is None or value == "" else value.strip().lower() not in ("0", "false", "no", "off")
@@ -165,7 +206,10 @@ def main() -> None:
     model_id = os.environ.get("MODEL_ID")
     if not model_id:
         sys.exit("Set MODEL_ID to a Hub model id or a saved model folder, e.g. MODEL_ID=outputs/student python app.py")
-    demo = build_demo(model_id, os.environ.get("TEACHER_ID") or None)
+    try:
+        demo = build_demo(model_id, os.environ.get("TEACHER_ID") or None)
+    except (OSError, ValueError) as err:  # e.g. a Hub id that does not exist or cannot be reached
+        sys.exit(f"Could not load the model(s) (MODEL_ID={model_id}): {err}")
     demo.launch()
 
 

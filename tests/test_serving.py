@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from transformers import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 
 from hf_deitcxr import DeiTCXRConfig, DeiTCXRForImageClassificationWithTeacher, DenseNetConfig, make_image_processor
 from hf_deitcxr.densenet import DenseNetForImageClassification
@@ -19,6 +20,7 @@ from hf_deitcxr.serving import (
     decode_upload,
 )
 from hf_deitcxr.serving.explain import attention_rollout, class_activation_map, overlay
+from hf_deitcxr.serving.fast_deit import FusedDeiT
 from hf_deitcxr.serving.input_check import LayoutModel
 from tests.conftest import LABELS, tiny_deit_kwargs
 from tests.test_dicom import write_dicom
@@ -162,6 +164,8 @@ def test_fast_preprocessing_equals_the_saved_image_processor(models):
 
 
 def test_student_probabilities_match_a_plain_forward_pass(models, predictor):
+    """From the image through the saved image processor's numerics to the probabilities, with the fused forward."""
+    assert predictor.student.fused is not None
     grey = Image.open(RADIOGRAPHS[2])
     prediction = predictor.student.predict(grey)
     model = DeiTCXRForImageClassificationWithTeacher.from_pretrained(models[0]).eval()
@@ -171,6 +175,55 @@ def test_student_probabilities_match_a_plain_forward_pass(models, predictor):
     got = torch.tensor([prediction.probabilities[label] for label in LABELS])
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert list(prediction.probabilities.values()) == sorted(prediction.probabilities.values(), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("make_model", "channels"),
+    [
+        (lambda: DeiTCXRForImageClassificationWithTeacher(DeiTCXRConfig(**tiny_deit_kwargs())), 3),
+        (lambda: DeiTCXRForImageClassificationWithTeacher(DeiTCXRConfig(**tiny_deit_kwargs(inference_head="cls"))), 3),
+        (lambda: DeiTCXRForImageClassificationWithTeacher(
+            DeiTCXRConfig(**tiny_deit_kwargs(inference_head="distillation", num_channels=1))), 1),
+        (lambda: DeiTForImageClassificationWithTeacher(DeiTConfig(**tiny_deit_kwargs())), 3),
+        (lambda: DeiTForImageClassification(DeiTConfig(**tiny_deit_kwargs())), 3),
+    ],
+    ids=["average", "cls-head", "distillation-head-1ch", "stock-with-teacher", "stock-single-head"],
+)
+def test_fused_forward_equals_the_transformers_forward(make_model, channels):
+    torch.manual_seed(0)
+    model = make_model().eval()
+    model.config._attn_implementation = "eager"  # so the reference returns its attention maps
+    fused = FusedDeiT.from_model(model)
+    assert fused is not None
+    pixels = torch.randn(1, channels, 32, 32)
+    with torch.inference_mode():
+        expected = model(pixel_values=pixels, output_attentions=True)
+        logits, attentions = fused(pixels, output_attentions=True)
+        logits_sdpa, no_maps = fused(pixels, output_attentions=False)
+    torch.testing.assert_close(logits, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits_sdpa, expected.logits, atol=1e-5, rtol=1e-5)
+    assert no_maps is None and len(attentions) == len(expected.attentions) == 2
+    for ours, theirs in zip(attentions, expected.attentions, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="shape"):
+        fused(torch.randn(1, channels, 48, 48))
+
+
+def test_predictor_uses_the_fused_forward_only_where_it_matches(models, monkeypatch):
+    student = RadiographClassifier.from_pretrained(models[0], precision="fp32")
+    assert student.fused is not None
+    assert RadiographClassifier.from_pretrained(models[1], precision="fp32").fused is None  # DenseNet teacher
+    assert RadiographClassifier.from_pretrained(models[0], precision="fp32", fused=False).fused is None
+    sdpa = DeiTCXRForImageClassificationWithTeacher.from_pretrained(models[0], attn_implementation="sdpa")
+    with_sdpa = RadiographClassifier(sdpa, (0.5,), (0.5,), 32, precision="fp32")  # returns no attention maps itself
+    assert with_sdpa.fused is not None and with_sdpa.predict(Image.open(RADIOGRAPHS[0])).heatmap.shape == (4, 4)
+    model = DeiTCXRForImageClassificationWithTeacher.from_pretrained(models[0])
+    model.config.hidden_act = "gelu_new"  # an activation the fused forward does not implement: not used
+    assert FusedDeiT.from_model(model) is None
+    original = FusedDeiT.__call__
+    monkeypatch.setattr(FusedDeiT, "__call__", lambda self, x, output_attentions=False: (
+        lambda out: (out[0] + 1e-2, out[1]))(original(self, x, output_attentions)))
+    assert RadiographClassifier.from_pretrained(models[0], precision="fp32").fused is None  # differs: not used
 
 
 def test_attention_rollout_equals_the_full_matrix_product():

@@ -130,6 +130,46 @@ def test_main_requires_model_id(app_module, monkeypatch):
         app_module.main()
 
 
+def test_model_id_is_a_folder_here_or_in_the_repository_or_a_hub_id(app_module, models, tmp_path, monkeypatch):
+    """The quickstart prints `MODEL_ID=outputs/quickstart/distill`: it must also work from inside space/, and a
+    wrong path must stop the app with what was looked for, not a Hub-client traceback."""
+    monkeypatch.setattr(app_module, "REPO_ROOT", models[0].parent)
+    monkeypatch.chdir(tmp_path)  # neither the repository root nor the models' folder
+    assert app_module.resolve_model_id("student") == str(models[0].parent / "student")
+    assert app_module.resolve_model_id(str(models[0])) == str(models[0])
+    assert app_module.resolve_model_id("owner/name") == "owner/name"  # a Hub id: left to from_pretrained
+    with pytest.raises(SystemExit, match=r"MODEL_ID=outputs/quickstart/distil: no such folder"):
+        app_module.resolve_model_id("outputs/quickstart/distil")
+    not_a_model = r"TEACHER_ID=.*not a saved model folder \(no config.json\)\. Saved models inside it: .*/student"
+    with pytest.raises(SystemExit, match=not_a_model):
+        app_module.resolve_model_id(str(models[0].parent), "TEACHER_ID")
+    monkeypatch.setenv("MODEL_ID", "./missing")
+    with pytest.raises(SystemExit, match="no such folder"):
+        app_module.main()
+
+
+def test_without_gradio_the_app_says_how_to_install_it(models):
+    """`pip install -e .` (enough for the quickstart) has no gradio; the command it prints must say what is missing."""
+    import subprocess
+
+    hide_gradio = (
+        "import importlib.abc, runpy, sys\n"
+        "class HideGradio(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'gradio':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.modules.pop('gradio', None)\n"
+        "sys.meta_path.insert(0, HideGradio())\n"
+        "runpy.run_path(sys.argv[1], run_name='__main__')\n"
+    )
+    env = dict(os.environ, MODEL_ID=str(models[0]))
+    result = subprocess.run([sys.executable, "-c", hide_gradio, str(APP)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "needs gradio" in result.stderr and "pip install -e '.[space]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.slow
 def test_app_runs_as_a_script_from_inside_space(models, tmp_path):
     """`cd space && MODEL_ID=... python app.py`, as on a Hugging Face Space, answered through the API."""

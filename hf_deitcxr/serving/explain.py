@@ -15,8 +15,8 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-# 256-entry colour table built once; indexing it is all the colouring costs per request.
-_COLOUR_TABLE = (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.float32)
+# 256-entry colour table built once, as a PIL palette: colouring is a palette lookup in C per request.
+_PALETTE = (colormaps["jet"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8).tobytes()
 
 
 def attention_rollout(
@@ -37,12 +37,14 @@ def attention_rollout(
     if tokens != num_prefix_tokens + grid[0] * grid[1]:
         raise ValueError(f"{tokens} tokens do not match {num_prefix_tokens} prefix tokens + a {grid} patch grid")
     identity = torch.eye(tokens, dtype=torch.float32, device=first.device)
+    # all layers' head-averaged, residual-mixed, renormalised maps at once: (layers, batch, tokens, tokens)
+    mixed = torch.stack([layer.mean(dim=1, dtype=torch.float32) for layer in attentions])
+    mixed = torch.add(residual_weight * identity, mixed, alpha=1.0 - residual_weight)
+    mixed = mixed / mixed.sum(dim=-1, keepdim=True)
     # rows: the prefix tokens' current attribution over all tokens, propagated from the last layer down
     rows = identity[:num_prefix_tokens].expand(batch, -1, -1)
-    for layer in reversed(attentions):
-        mixed = residual_weight * identity + (1.0 - residual_weight) * layer.float().mean(dim=1)
-        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
-        rows = rows @ mixed
+    for layer in reversed(mixed.unbind(0)):
+        rows = rows @ layer
     patches = rows[:, :, num_prefix_tokens:].mean(dim=1).reshape(batch, *grid)
     return _unit_range(patches.cpu().numpy())
 
@@ -63,9 +65,9 @@ def overlay(grey: Image.Image, heatmap: np.ndarray, alpha: float = 0.45, max_sid
     size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))
     base = grey if grey.size == size else grey.resize(size, Image.Resampling.BILINEAR)
     heat = Image.fromarray(np.asarray(heatmap, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR)
-    index = np.clip(np.asarray(heat) * 255.0, 0, 255).astype(np.uint8)
-    blended = (1.0 - alpha) * np.asarray(base, dtype=np.float32)[..., None] + alpha * _COLOUR_TABLE[index]
-    return blended.astype(np.uint8)
+    index = Image.fromarray(np.clip(np.asarray(heat) * 255.0, 0, 255).astype(np.uint8))
+    index.putpalette(_PALETTE)  # "L" -> "P": the jet colour of each heat level
+    return np.asarray(Image.blend(base.convert("RGB"), index.convert("RGB"), alpha))
 
 
 def _unit_range(maps: np.ndarray) -> np.ndarray:

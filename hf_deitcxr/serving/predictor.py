@@ -4,10 +4,13 @@
 - preprocessing straight from the decoded 8-bit grey image: one bicubic resize to the model size, then scaling and
   normalisation into a tensor allocated once (the saved image processor's numerics, without converting the grey
   image to RGB first and without the processor's per-call validation and copies);
-- `torch.inference_mode`, optional bf16 weights (`precision="auto"` uses them only on CPUs with native bf16
-  instructions; `scripts/bench_space.py` reports the fp32/bf16 agreement);
-- the heatmap comes from the same forward pass (`explain.py`): DeiT models are loaded with eager attention so
-  their attention maps can be returned; a DenseNet's last feature map is caught by a forward hook.
+- for DeiT models, a fused batch-1 forward (`fast_deit.py`: the same arithmetic in fewer, larger operations),
+  checked against the model's own forward on a probe input at load;
+- `torch.inference_mode`, optional bf16 weights (`precision="auto"` uses them only on CPUs with AMX, where they
+  pay; `scripts/bench_space.py` reports their speed and the fp32/bf16 agreement);
+- the heatmap comes from the same forward pass (`explain.py`): the fused forward returns the attention maps (without
+  it, DeiT models are loaded with eager attention so that they can); a DenseNet's last feature map is caught by a
+  forward hook.
 
 `ChestXrayPredictor` is what the Space calls: decode the upload, run the input check, predict with the student
 (and the teacher, if any), and colour the heatmap over the image.
@@ -15,6 +18,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -31,7 +35,10 @@ from ..data.transforms import normalization_from_image_processor
 from ..image_processing_deit_cxr import make_image_processor
 from .decode import DecodedUpload, decode_upload
 from .explain import attention_rollout, class_activation_map, overlay
+from .fast_deit import FusedDeiT
 from .input_check import ImageStatistics, RadiographCheck, resize_for_statistics
+
+logger = logging.getLogger(__name__)
 
 DEIT_MODEL_TYPES = ("deit", "deit_cxr")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -57,13 +64,17 @@ class ChestXrayResult:
 
 
 @lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with AVX512-BF16 or AMX (Linux /proc/cpuinfo); elsewhere bf16 is emulated and slow."""
+def cpu_has_amx_bf16() -> bool:
+    """True on x86 CPUs with AMX-BF16 tiles (Linux /proc/cpuinfo), where bf16 matmuls are several times faster.
+
+    AVX512-BF16 alone is not enough: there, bf16 weights made DeiT-tiny at batch 1 slower than fp32
+    (scripts/bench_space.py), so `precision="auto"` keeps fp32 on such CPUs.
+    """
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    return " amx_bf16" in flags
 
 
 def heatmap_kind(model: nn.Module) -> str | None:
@@ -87,6 +98,7 @@ class RadiographClassifier:
         *,
         precision: str = "auto",
         explain: bool = True,
+        fused: bool = True,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -96,11 +108,14 @@ class RadiographClassifier:
         if len(mean) not in (1, self.num_channels) or len(std) != len(mean):
             raise ValueError(f"mean/std {mean}/{std} do not fit a model with {self.num_channels} input channels")
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        self.dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cpu_has_native_bf16()) else (
+        self.dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cpu_has_amx_bf16()) else (
             torch.float32
         )
-        self.model.to(self.dtype)
         self.heatmap_kind = heatmap_kind(model) if explain else None
+        self.fused = _checked_fused_forward(self.model, size, self.heatmap_kind == "rollout") if fused else None
+        self.model.to(self.dtype)
+        if self.fused is not None:
+            self.fused.to(self.dtype)
         # x -> (x / 255 - mean) / std == x * scale + shift, per channel; the input buffer is allocated once
         std_t = torch.tensor(std, dtype=torch.float32).expand(self.num_channels)
         mean_t = torch.tensor(mean, dtype=torch.float32).expand(self.num_channels)
@@ -115,7 +130,8 @@ class RadiographClassifier:
 
     @classmethod
     def from_pretrained(
-        cls, model_id: str | os.PathLike, *, precision: str = "auto", explain: bool = True, **kwargs
+        cls, model_id: str | os.PathLike, *, precision: str = "auto", explain: bool = True, fused: bool = True,
+        **kwargs,
     ) -> RadiographClassifier:
         """Load a saved model folder or Hub id (and its image processor); DeiT models get eager attention."""
         config = AutoConfig.from_pretrained(model_id, **kwargs)
@@ -128,7 +144,7 @@ class RadiographClassifier:
         except OSError:  # a folder without preprocessor_config.json: our default convention for its size
             processor = make_image_processor(int(getattr(config, "image_size", 224)), config.num_channels)
         mean, std, size = normalization_from_image_processor(processor)
-        return cls(model, mean, std, size, precision=precision, explain=explain)
+        return cls(model, mean, std, size, precision=precision, explain=explain, fused=fused)
 
     def resize(self, grey: Image.Image) -> Image.Image:
         """Grey image -> model size, bicubic and without crop, as the saved image processor does."""
@@ -153,20 +169,50 @@ class RadiographClassifier:
         want_rollout = heatmap and self.heatmap_kind == "rollout"
         with self._lock:
             pixels = self._fill_pixels(resized)
-            extra = {"output_attentions": True} if want_rollout else {}  # not every model takes the argument
-            outputs = self.model(pixel_values=pixels, **extra)
-            probabilities = outputs.logits[0].float().softmax(-1)
+            if self.fused is not None:
+                logits, attentions = self.fused(pixels, output_attentions=want_rollout)
+            else:
+                extra = {"output_attentions": True} if want_rollout else {}  # not every model takes the argument
+                outputs = self.model(pixel_values=pixels, **extra)
+                logits, attentions = outputs.logits, getattr(outputs, "attentions", None)
+            probabilities = logits[0].float().softmax(-1)
             order = torch.argsort(probabilities, descending=True)
             heat = None
             if want_rollout:
                 grid = self.size // self.model.config.patch_size
-                heat = attention_rollout(outputs.attentions, (grid, grid))[0]
+                heat = attention_rollout(attentions, (grid, grid))[0]
             elif heatmap and self.heatmap_kind == "cam":
                 head = self.model.classifier.weight
                 heat = class_activation_map(self._features, head, order[:1])[0]
             self._features = None
         ranked = {self.labels[int(i)]: float(probabilities[i]) for i in order}
         return Prediction(ranked, heat)
+
+
+def _checked_fused_forward(model: nn.Module, size: int, with_attentions: bool) -> FusedDeiT | None:
+    """The fused forward if the model has one and it reproduces the model's own forward on a probe input."""
+    fused = FusedDeiT.from_model(model)
+    if fused is None:
+        return None
+    num_channels = int(getattr(model.config, "num_channels", 3))
+    probe = torch.randn(1, num_channels, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        try:
+            logits, attentions = fused(probe, output_attentions=with_attentions)
+            expected = model(pixel_values=probe, output_attentions=with_attentions)
+        except (RuntimeError, ValueError) as err:
+            logger.warning("fused DeiT forward unusable (%s): using the model's own forward", err)
+            return None
+        same = torch.allclose(logits, expected.logits, atol=1e-4, rtol=1e-4)
+        if with_attentions and getattr(expected, "attentions", None):  # SDPA models return no maps to compare
+            same = same and all(
+                torch.allclose(ours, theirs, atol=1e-5, rtol=1e-4)
+                for ours, theirs in zip(attentions, expected.attentions, strict=True)
+            )
+    if not same:
+        logger.warning("fused DeiT forward differs from the model's forward: using the model's own forward")
+        return None
+    return fused
 
 
 class ChestXrayPredictor:
@@ -190,8 +236,9 @@ class ChestXrayPredictor:
         *,
         precision: str = "auto",
         check_input: bool = True,
+        fused: bool = True,
     ) -> ChestXrayPredictor:
-        student = RadiographClassifier.from_pretrained(model_id, precision=precision)
+        student = RadiographClassifier.from_pretrained(model_id, precision=precision, fused=fused)
         teacher = (
             RadiographClassifier.from_pretrained(teacher_id, precision=precision, explain=False) if teacher_id else None
         )
@@ -217,6 +264,6 @@ __all__ = [
     "ChestXrayResult",
     "Prediction",
     "RadiographClassifier",
-    "cpu_has_native_bf16",
+    "cpu_has_amx_bf16",
     "heatmap_kind",
 ]
