@@ -57,7 +57,8 @@ def run_quickstart(dataset: str | None = None, output_dir: str = "outputs/quicks
                                                       "patch_size": recipe.patch_size, "seconds": timings},
                                                      indent=2))
     print(f"[quickstart] Hub-ready student: {student_dir}")
-    print(f"[quickstart] serve it:  MODEL_ID={student_dir} python space/app.py")
+    print(f"[quickstart] serve it:  MODEL_ID={student_dir} TEACHER_ID={root / 'teacher'} python space/app.py"
+          "   (the Space needs gradio: pip install -e '.[space]')")
     return reports
 
 

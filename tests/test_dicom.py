@@ -209,6 +209,14 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
         read_radiograph(path)
 
 
+def test_decompression_bomb_beyond_pils_own_limit_says_too_large(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("L", (30, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # 900 px > 2x the limit: Image.open raises itself
+    with pytest.raises(UnreadableImageError, match="huge.png: image too large .*MAX_IMAGE_PIXELS"):
+        read_radiograph(path)
+
+
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_radiograph(tmp_path / "nope.png")

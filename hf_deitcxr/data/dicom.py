@@ -246,7 +246,12 @@ def _decode_with_pil(data: bytes, name: str) -> Image.Image:
         raise
     except UnidentifiedImageError as err:
         raise UnreadableImageError(f"{name}: not a recognised image format") from err
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # PIL's own refusal above 2x the limit, raised by Image.open
+        raise UnreadableImageError(
+            f"{name}: image too large ({err}; possible decompression bomb; raise PIL.Image.MAX_IMAGE_PIXELS if it "
+            "is genuine)"
+        ) from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise UnreadableImageError(
             f"{name}: corrupt or truncated image ({type(err).__name__}: {err})"
         ) from err
