@@ -58,15 +58,23 @@ def stage_arguments(
     teacher_dir: str | Path | None = None,
     pixel_cache_dir: str | None = None,
     progress_bars: bool = True,
+    eval_every_images: int | None = None,
 ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Arguments of `run_training` for `stage` (teacher / distill / baseline) under `recipe`.
 
     The budget is either `epochs` or `images_seen` (a fixed number of optimiser steps, whatever the data size:
-    what a data-efficiency comparison needs). No checkpoints and no mid-run evaluation: the final model is
-    evaluated once by `run_training`.
+    what a data-efficiency comparison needs). No checkpoints; by default no mid-run evaluation (the final model
+    is evaluated once by `run_training`). `eval_every_images` adds an evaluation on the eval split every that many
+    training images (a learning curve in `trainer_state.json`; mid-schedule points are taken before the cosine
+    decay has finished, so they are not what a run of that length would reach).
+
+    Without augmentation a distillation run precomputes the teacher's logits once (same targets, no teacher
+    forward per step).
     """
     if (epochs is None) == (images_seen is None):
         raise ValueError("give exactly one training budget: epochs or images_seen")
+    if eval_every_images is not None and eval_every_images <= 0:
+        raise ValueError(f"eval_every_images must be positive, got {eval_every_images}")
     model_args = ModelArguments(
         stage=stage, image_size=recipe.image_size, patch_size=recipe.patch_size, student_preset="deit-tiny",
         distillation_type=recipe.distillation_type, distillation_alpha=recipe.distillation_alpha,
@@ -75,12 +83,14 @@ def stage_arguments(
     )
     data_args = DataArguments(dataset=dataset, train_subset=train_subset, subset_seed=subset_seed,
                               balancing=recipe.balancing, augment=recipe.augment, pixel_cache_dir=pixel_cache_dir,
-                              resume=False)
+                              teacher_logit_cache=stage == "distill" and not recipe.augment, resume=False)
     budget = {"num_train_epochs": epochs} if epochs is not None else {
         "max_steps": math.ceil(images_seen / recipe.batch_size)}
     on_gpu = torch.cuda.is_available()
     training = {**DEFAULTS, "save_strategy": "no", "save_total_limit": None, "eval_strategy": "no",
                 "learning_rate": recipe.teacher_learning_rate if stage == "teacher" else recipe.student_learning_rate}
+    if eval_every_images:
+        training.update(eval_strategy="steps", eval_steps=max(1, math.ceil(eval_every_images / recipe.batch_size)))
     training_args = TrainingArguments(
         output_dir=str(Path(output_dir)),
         per_device_train_batch_size=recipe.batch_size,
