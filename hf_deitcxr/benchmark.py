@@ -216,9 +216,9 @@ def full_table(results: Sequence[dict], size: str) -> str:
               + [f"acc. {s}" for s in sources] + ["train s", "params (M)", "CPU latency b1 (ms)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(rows, key=lambda r: (list(METHODS).index(r["method"]), r["seed"])):
-        cells = [r["method"], str(r["seed"]), _f(r["accuracy"]), _f(r["macro_f1"]), _f(r["macro_auc"])]
-        cells += [_f(r["sensitivity"].get(c)) for c in classes]
-        cells += [_f(r["per_source_accuracy"].get(s)) for s in sources]
+        cells = [r["method"], str(r["seed"])] + [format_metric(r[key]) for key in ("accuracy", "macro_f1", "macro_auc")]
+        cells += [format_metric(r["sensitivity"].get(c)) for c in classes]
+        cells += [format_metric(r["per_source_accuracy"].get(s)) for s in sources]
         cells += [f"{r['train_runtime_s']:.0f}" if r.get("train_runtime_s") else "n/a",
                   f"{r['parameters'] / 1e6:.2f}", f"{r['latency_ms_batch1']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -281,7 +281,8 @@ def _size_key(size: str) -> float:
     return float("inf") if size == ALL else float(size)
 
 
-def _f(value) -> str:
+def format_metric(value: float | None) -> str:
+    """A metric as a table cell (3 decimals; n/a when missing)."""
     return "n/a" if value is None else f"{value:.3f}"
 
 

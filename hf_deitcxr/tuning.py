@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .benchmark import read_results
+from .benchmark import format_metric, read_results
 from .training.arguments import STAGES
 from .training.recipe import CPU_RECIPE, Recipe, stage_arguments
 
@@ -174,10 +174,10 @@ def results_table(results: Sequence[dict], teacher: float | None = None) -> str:
     for r in sorted(results, key=lambda r: (r["name"], r["images_seen"], r["seed"])):
         overrides = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "(CPU_RECIPE)"
         gap = "n/a" if teacher is None else f"{teacher - r['macro_f1']:+.3f}"
-        cells = [r["name"], overrides, str(r["seed"]), str(r["images_seen"]), _f(r["accuracy"]), _f(r["macro_f1"]),
-                 gap]
-        cells += [_f(r["sensitivity"].get(c)) for c in classes]
-        cells += [_f(r["per_source_accuracy"].get(s)) for s in sources]
+        cells = [r["name"], overrides, str(r["seed"]), str(r["images_seen"]), format_metric(r["accuracy"]),
+                 format_metric(r["macro_f1"]), gap]
+        cells += [format_metric(r["sensitivity"].get(c)) for c in classes]
+        cells += [format_metric(r["per_source_accuracy"].get(s)) for s in sources]
         cells.append(f"{r['wall_s']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -189,10 +189,6 @@ def curve_table(results: Sequence[dict]) -> str:
         points = ", ".join(f"{int(images)}: {f1:.3f}" for images, f1 in r["curve"])
         lines.append(f"| {r['name']} | {r['seed']} | {points} |")
     return "\n".join(lines)
-
-
-def _f(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def tune_main(argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,7 @@ from transformers import HfArgumentParser, pipeline
 
 import hf_deitcxr  # noqa: F401 - registers the model classes for pipeline()
 from hf_deitcxr.data.dicom import read_radiograph
-from hf_deitcxr.serving import ChestXrayPredictor, RadiographCheck, RadiographClassifier
+from hf_deitcxr.serving import ChestXrayPredictor, RadiographCheck, RadiographClassifier, decode_upload
 from hf_deitcxr.serving.explain import attention_rollout, overlay
 from hf_deitcxr.serving.predictor import cpu_has_amx_bf16
 
@@ -162,7 +162,7 @@ def main() -> None:
         variants[f"{BASELINE} @ 1 thread"] = _one_thread(variants[BASELINE], args.threads)
         variants[f"{DEFAULT} @ 1 thread"] = _one_thread(variants[DEFAULT], args.threads)
     # Images the input check refuses would raise: time only images it accepts (all real ones but a few).
-    accepted = [p for p in latency_files if not check.failures(check.statistics(_upload(p)))]
+    accepted = [p for p in latency_files if not check.failures(check.statistics(decode_upload(p)))]
     times = time_interleaved(variants, accepted, args.iterations, args.warmup, args.seed)
 
     base50 = percentile(times[BASELINE], 50)
@@ -198,12 +198,6 @@ def _one_thread(call: Callable[[Path], object], threads: int) -> Callable[[Path]
             torch.set_num_threads(threads)
 
     return timed_at_one_thread
-
-
-def _upload(path: Path):
-    from hf_deitcxr.serving import decode_upload
-
-    return decode_upload(path)
 
 
 if __name__ == "__main__":

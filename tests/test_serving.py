@@ -302,3 +302,18 @@ def _unit(maps: np.ndarray) -> np.ndarray:
     low = maps.min(axis=(1, 2), keepdims=True)
     span = maps.max(axis=(1, 2), keepdims=True) - low
     return (maps - low) / np.where(span > 0, span, 1)
+
+
+def test_decode_upload_reads_an_open_file_like_its_path(tmp_path):
+    from hf_deitcxr.data.dicom import UnreadableImageError
+
+    path = tmp_path / "chest.png"
+    Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))).save(path)
+    with path.open("rb") as handle:
+        from_file = decode_upload(handle)
+    from_path = decode_upload(path)
+    assert np.array_equal(np.asarray(from_file.grey), np.asarray(from_path.grey))
+    assert from_file.colourfulness == from_path.colourfulness
+    with (tmp_path / "empty.png").open("wb+") as handle:
+        with pytest.raises(UnreadableImageError, match="empty.png: empty file"):
+            decode_upload(handle)

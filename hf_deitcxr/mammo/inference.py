@@ -89,7 +89,7 @@ class MammoPredictor:
         return MammoPrediction(self._named(exam), slots, named)
 
     def _prepare(self, source: ImageSource, slot: str) -> torch.Tensor:
-        upload = decode_upload(source.read() if hasattr(source, "read") else source)
+        upload = decode_upload(source)
         check_mammogram(upload, slot)
         image = orient(upload.grey, slot.split("-")[0], self.orientation)
         return eval_transform_for_pil(image, self.size, self.mean, self.std, num_channels=3)

@@ -8,7 +8,6 @@ decodes at 1/8 scale), and the DICOM modality is read from the header. Grey file
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from ..data.dicom import DICOM_MAGIC, DICOM_MAGIC_OFFSET, UnreadableImageError, read_radiograph
+from ..data.dicom import DICOM_MAGIC, DICOM_MAGIC_OFFSET, ImageSource, UnreadableImageError, read_radiograph
 
 # PIL modes that carry no colour: nothing to measure.
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -37,8 +36,11 @@ class DecodedUpload:
         return self.grey.size
 
 
-def decode_upload(source: str | os.PathLike | bytes) -> DecodedUpload:
-    """Read a file path or bytes. Raises `UnreadableImageError` (message names only the file's base name)."""
+def decode_upload(source: ImageSource) -> DecodedUpload:
+    """Read a file path, bytes or an open binary file.
+
+    Raises `UnreadableImageError` (its message names only the file's base name).
+    """
     data, name = _read(source)
     if not data:
         raise UnreadableImageError(f"{name}: empty file (0 bytes)")
@@ -90,9 +92,11 @@ class _NamedBytes(io.BytesIO):
         self.name = name
 
 
-def _read(source: str | os.PathLike | bytes) -> tuple[bytes, str]:
+def _read(source: ImageSource) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray)):
         return bytes(source), "<upload>"
+    if hasattr(source, "read"):  # an open binary file
+        return source.read(), Path(getattr(source, "name", None) or "<upload>").name
     path = Path(source)
     if not path.is_file():
         raise UnreadableImageError(f"{path.name}: no such file")
