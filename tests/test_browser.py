@@ -88,7 +88,8 @@ def test_upload_in_the_page_shows_the_predicted_label(served, page, tmp_path):
 
     upload_and_classify(page, url, radiograph)
     assert shown_labels(page) == [expected.student.label, expected.teacher.label]  # student, then teacher
-    assert page.locator(".block", has_text="Attention rollout").locator("img").first.is_visible()  # the heatmap
+    # The heatmap arrives as a separate file after the labels render: wait for it instead of reading it at once.
+    page.locator(".block", has_text="Attention rollout").locator("img").first.wait_for(state="visible")
     assert page.get_by_text("not a medical device").first.is_visible()
 
 
