@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .benchmark import format_metric, read_results
 from .training.arguments import STAGES
+from .training.cli import configure_logging
 from .training.recipe import CPU_RECIPE, Recipe, stage_arguments
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def tune_main(argv: Sequence[str] | None = None) -> int:
 
     from transformers import HfArgumentParser
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging()
     (args,) = HfArgumentParser(TuneArguments).parse_args_into_dataclasses(
         args=list(sys.argv[1:] if argv is None else argv)
     )

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
 from ..balancing import plan_balancing
 from ..data.transforms import RadiographAugmentation, RadiographCollator, normalization_from_image_processor
 from ..metrics.report import make_compute_metrics, write_evaluation_report
-from ..training.cli import DEFAULTS
+from ..training.cli import configure_logging, parse_with_training_defaults
 from ..training.run import _checkpoint_to_resume, _with_collator
 from ..training.trainer import DistillationTrainer
 from .arguments import MammoDataArguments, MammoModelArguments, mammography_augmentation
@@ -141,15 +141,11 @@ def _headline(metrics: dict) -> dict:
 
 
 def parse_mammo_arguments(argv: Sequence[str]) -> tuple[MammoModelArguments, MammoDataArguments, TrainingArguments]:
-    parser = HfArgumentParser((MammoModelArguments, MammoDataArguments, TrainingArguments))
-    parser.set_defaults(**DEFAULTS)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(argv[0])
-    return parser.parse_args_into_dataclasses(args=list(argv))
+    return parse_with_training_defaults((MammoModelArguments, MammoDataArguments, TrainingArguments), argv)
 
 
 def mammo_train_main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging()
     model_args, data_args, training_args = parse_mammo_arguments(sys.argv[1:] if argv is None else argv)
     report = run_mammo_training(model_args, data_args, training_args)
     overall = report.get("overall", report)

@@ -28,12 +28,25 @@ DEFAULTS = {
 }
 
 
-def parse_training_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """Timestamped INFO logs: the format of every long-running `hf-deitcxr` command."""
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
+
+
+def parse_with_training_defaults(dataclass_types: tuple[type, ...], argv: Sequence[str]) -> tuple:
+    """Parse a command line (or a single JSON arguments file) into `dataclass_types`, with our `DEFAULTS` applied."""
+    parser = HfArgumentParser(dataclass_types)
     parser.set_defaults(**DEFAULTS)
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(argv[0])
     return parser.parse_args_into_dataclasses(args=list(argv))
+
+
+def parse_training_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    return parse_with_training_defaults((ModelArguments, DataArguments, TrainingArguments), argv)
 
 
 def requested_task(argv: Sequence[str]) -> str:
@@ -53,7 +66,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         return mammo_train_main(argv)
     from .run import run_training  # heavy imports only once arguments parsed
 
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_logging()
     model_args, data_args, training_args = parse_training_arguments(argv)
     report = run_training(model_args, data_args, training_args)
     overall = report.get("overall", report)
