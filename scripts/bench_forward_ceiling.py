@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import HfArgumentParser
 
 from hf_deitcxr.serving import RadiographClassifier
+from hf_deitcxr.timing import time_interleaved
 
 
 @dataclass
@@ -65,17 +66,6 @@ def recorded_matmuls(forward: Callable[[], object]) -> list[Callable[[], object]
     return calls
 
 
-def interleaved_medians(variants: dict[str, Callable[[], object]], iterations: int, warmup: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for round_index in range(warmup + iterations):
-        for name, call in variants.items():
-            start = time.perf_counter()
-            call()
-            if round_index >= warmup:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
 def main() -> None:
     (args,) = HfArgumentParser(CeilingArguments).parse_args_into_dataclasses()
     classifier = RadiographClassifier.from_pretrained(args.model_name_or_path, precision="fp32")
@@ -89,24 +79,25 @@ def main() -> None:
         flops = counter.get_total_flops()
         matmuls = recorded_matmuls(lambda: fused(pixels, output_attentions=True))
         big_a, big_b = torch.randn(512, 512), torch.randn(512, 512)
-        variants: dict[str, Callable[[], object]] = {
-            "fused forward (the Space)": lambda: fused(pixels, output_attentions=True),
-            "transformers forward": lambda: model(pixel_values=pixels, output_attentions=True),
-            "matmuls only (fp32 floor)": lambda: [call() for call in matmuls],
+        variants: dict[str, Callable[[torch.Tensor], object]] = {
+            "fused forward (the Space)": lambda x: fused(x, output_attentions=True),
+            "transformers forward": lambda x: model(pixel_values=x, output_attentions=True),
+            "matmuls only (fp32 floor)": lambda _: [call() for call in matmuls],
+            "512^3 sgemm (reference rate)": lambda _: big_a @ big_b,
         }
         if args.compile:
             compiled = torch.compile(lambda x: fused(x, output_attentions=True), dynamic=False)
             start = time.perf_counter()
             compiled(pixels)
             print(f"torch.compile of the fused forward: {time.perf_counter() - start:.1f} s")
-            variants["torch.compile(fused forward)"] = lambda: compiled(pixels)
+            variants["torch.compile(fused forward)"] = compiled
         print(f"{args.model_name_or_path}: {flops / 1e9:.3f} GFLOP per batch-1 forward, {len(matmuls)} matmuls")
         print("| threads | variant | median ms | GFLOP/s | transformers forward / this |")
         print("|---:|---|---:|---:|---:|")
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
-            medians = interleaved_medians(
-                {**variants, "512^3 sgemm (reference rate)": lambda: big_a @ big_b}, args.iterations, args.warmup)
+            times = time_interleaved(variants, [pixels], args.iterations, args.warmup)
+            medians = {name: statistics.median(values) for name, values in times.items()}
             reference = medians.pop("512^3 sgemm (reference rate)")
             for name, seconds in medians.items():
                 ratio = medians["transformers forward"] / seconds

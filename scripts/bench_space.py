@@ -39,6 +39,7 @@ from hf_deitcxr.data.dicom import read_radiograph
 from hf_deitcxr.serving import ChestXrayPredictor, RadiographCheck, RadiographClassifier, decode_upload
 from hf_deitcxr.serving.explain import attention_rollout, overlay
 from hf_deitcxr.serving.predictor import cpu_has_amx_bf16
+from hf_deitcxr.timing import time_interleaved
 
 SAMPLE = Path(hf_deitcxr.__file__).parent / "sample_data" / "cxr3_sample" / "train"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -71,23 +72,6 @@ def image_files(folder: str) -> list[Path]:
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
-
-
-def time_interleaved(variants: dict[str, Callable[[Path], object]], files: list[Path], iterations: int,
-                     warmup: int, seed: int) -> dict[str, list[float]]:
-    rng = random.Random(seed)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    order = list(variants)
-    for round_ in range(warmup + iterations):
-        path = files[round_ % len(files)]
-        rng.shuffle(order)
-        for name in order:
-            start = time.perf_counter()
-            variants[name](path)
-            elapsed = time.perf_counter() - start
-            if round_ >= warmup:
-                times[name].append(elapsed)
-    return times
 
 
 def heatmap_cost(predictor: ChestXrayPredictor, files: list[Path], repeats: int = 50) -> dict[str, float]:
