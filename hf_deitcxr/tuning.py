@@ -94,7 +94,8 @@ def run_tuning(args: TuneArguments) -> list[dict]:
     root.mkdir(parents=True, exist_ok=True)
     results_file = root / "results.jsonl"
     recipe = args.recipe()
-    images_seen = _rounded_budget(args.images_seen, recipe.batch_size)
+    batch_size = recipe.batch_size_for(args.stage)
+    images_seen = _rounded_budget(args.images_seen, batch_size)
     done = {(r["name"], r["seed"], r["images_seen"]) for r in read_results(results_file)}
     for seed in args.seed_list:
         if (args.name, seed, images_seen) in done:
@@ -134,7 +135,7 @@ def tuning_row(args: TuneArguments, recipe: Recipe, seed: int, images_seen: int,
         "balanced_accuracy": overall.get("balanced_accuracy"), "macro_auc": overall.get("macro_auc"),
         "sensitivity": {name: values.get("sensitivity") for name, values in overall.get("per_class", {}).items()},
         "per_source_accuracy": {s: v["accuracy"] for s, v in (report.get("per_source") or {}).items()},
-        "curve": learning_curve(run_dir, recipe.batch_size, images_seen, overall["macro_f1"]),
+        "curve": learning_curve(run_dir, recipe.batch_size_for(args.stage), images_seen, overall["macro_f1"]),
         "train_runtime_s": extra.get("train_runtime_s"), "train_images_per_s": extra.get("train_samples_per_second"),
         "wall_s": round(wall, 1), "teacher_dir": args.teacher_dir, "teacher_macro_f1": teacher_macro_f1(args),
     }

@@ -39,6 +39,20 @@ def test_eval_every_images_sets_step_evaluation(tmp_path):
         stage_arguments("baseline", "data", tmp_path, images_seen=320, eval_every_images=0)
 
 
+def test_student_batch_and_augmentation_leave_the_teacher_stage_alone(tmp_path):
+    recipe = CPU_RECIPE.with_overrides(batch_size=16, augment=False, teacher_batch_size=8, teacher_augment=True)
+    _, teacher_data, teacher_training = stage_arguments("teacher", "data", tmp_path, recipe, images_seen=80)
+    assert teacher_data.augment and teacher_training.per_device_train_batch_size == 8
+    assert teacher_training.max_steps == 10
+    for stage in ("distill", "baseline"):
+        _, data_args, training_args = stage_arguments(stage, "data", tmp_path, recipe, images_seen=80,
+                                                      teacher_dir=tmp_path)
+        assert not data_args.augment and training_args.per_device_train_batch_size == 16
+        assert training_args.max_steps == 5
+    assert parse_overrides("teacher_augment=false,teacher_batch_size=64") == {"teacher_augment": False,
+                                                                              "teacher_batch_size": 64}
+
+
 def test_tuning_runs_records_a_curve_and_resumes(tmp_path, capsys):
     data = write_imagefolder(tmp_path / "data", {"train": 8, "validation": 4})
     recipe = CPU_RECIPE.with_overrides(image_size=32, batch_size=8)

@@ -18,7 +18,11 @@ from .cli import DEFAULTS
 
 @dataclass(frozen=True)
 class Recipe:
-    """Hyper-parameters of one teacher -> student run; `image_size` is reduced from 224 for CPU budgets."""
+    """Hyper-parameters of one teacher -> student run; `image_size` is reduced from 224 for CPU budgets.
+
+    `batch_size` and `augment` are the student's (the distill and baseline stages); the teacher stage has its own
+    `teacher_batch_size` and `teacher_augment`, because what suits the CNN does not suit the ViT (docs/RESULTS.md).
+    """
 
     # 64 px with 8-px patches: the student sees an 8x8 token grid, and the teacher's forward stays cheap enough for
     # a distillation step to cost ~1.2x a plain one (scripts/bench_training_speed.py); 224 / 16 on a GPU.
@@ -33,6 +37,14 @@ class Recipe:
     drop_path_rate: float = 0.1
     balancing: str = "oversample"  # best balanced accuracy in scripts/bench_balancing.py (docs/RESULTS.md)
     augment: bool = True
+    teacher_batch_size: int = 32
+    teacher_augment: bool = True
+
+    def batch_size_for(self, stage: str) -> int:
+        return self.teacher_batch_size if stage == "teacher" else self.batch_size
+
+    def augment_for(self, stage: str) -> bool:
+        return self.teacher_augment if stage == "teacher" else self.augment
 
     def with_overrides(self, **overrides) -> Recipe:
         unknown = set(overrides) - set(asdict(self))
@@ -81,19 +93,19 @@ def stage_arguments(
         distillation_tau=recipe.distillation_tau, drop_path_rate=recipe.drop_path_rate,
         teacher_name_or_path=str(teacher_dir) if stage == "distill" and teacher_dir else None,
     )
+    augment, batch_size = recipe.augment_for(stage), recipe.batch_size_for(stage)
     data_args = DataArguments(dataset=dataset, train_subset=train_subset, subset_seed=subset_seed,
-                              balancing=recipe.balancing, augment=recipe.augment, pixel_cache_dir=pixel_cache_dir,
-                              teacher_logit_cache=stage == "distill" and not recipe.augment, resume=False)
-    budget = {"num_train_epochs": epochs} if epochs is not None else {
-        "max_steps": math.ceil(images_seen / recipe.batch_size)}
+                              balancing=recipe.balancing, augment=augment, pixel_cache_dir=pixel_cache_dir,
+                              teacher_logit_cache=stage == "distill" and not augment, resume=False)
+    budget = {"num_train_epochs": epochs} if epochs is not None else {"max_steps": math.ceil(images_seen / batch_size)}
     on_gpu = torch.cuda.is_available()
     training = {**DEFAULTS, "save_strategy": "no", "save_total_limit": None, "eval_strategy": "no",
                 "learning_rate": recipe.teacher_learning_rate if stage == "teacher" else recipe.student_learning_rate}
     if eval_every_images:
-        training.update(eval_strategy="steps", eval_steps=max(1, math.ceil(eval_every_images / recipe.batch_size)))
+        training.update(eval_strategy="steps", eval_steps=max(1, math.ceil(eval_every_images / batch_size)))
     training_args = TrainingArguments(
         output_dir=str(Path(output_dir)),
-        per_device_train_batch_size=recipe.batch_size,
+        per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=64,
         bf16=torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16(),
         use_cpu=not on_gpu,
