@@ -24,8 +24,12 @@ from .trainer import DistillationTrainer, compute_teacher_logits
 logger = logging.getLogger(__name__)
 
 
-def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
-    """Train one stage and write the final model, image processor, metrics and plots to `output_dir`."""
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments,
+                 callbacks: list | None = None) -> dict:
+    """Train one stage and write the final model, image processor, metrics and plots to `output_dir`.
+
+    `callbacks`: extra `TrainerCallback`s (e.g. a step timer).
+    """
     datasets = load_radiograph_dataset(
         data_args.dataset, class_names=data_args.class_name_list, validation_fraction=data_args.validation_fraction
     )
@@ -96,6 +100,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         teacher_logit_cache=logit_cache,
         class_weights=class_weights,
         train_sampler=sampler,
+        callbacks=callbacks,
     )
     # Evaluation must not augment: Trainer has one collator, so swap it for eval dataloaders.
     trainer.get_eval_dataloader = _with_collator(trainer, trainer.get_eval_dataloader, eval_collator)
