@@ -148,13 +148,15 @@ def run_stage(stage: str, args: GpuBenchmarkArguments, recipe: Recipe, teacher_d
     start = time.perf_counter()
     report = run_training(model_args, data_args, training_args, callbacks=[timer])
     wall = time.perf_counter() - start
+    flops = training_flops_per_image(stage, recipe, teacher_forward_per_step=not data_args.teacher_logit_cache)
+    return stage_row(stage, report, wall, timer, flops, peak, training_args, data_args)
+
+
+def stage_row(stage: str, report: dict, wall: float, timer: StepTimer, flops: float, peak: float | None,
+              training_args, data_args) -> dict:
+    """One table row; `report` is `run_training`'s (its bare summary on ranks other than 0)."""
     world = training_args.world_size
     images_per_step = training_args.per_device_train_batch_size * world * training_args.gradient_accumulation_steps
-    flops = training_flops_per_image(stage, recipe, teacher_forward_per_step=not data_args.teacher_logit_cache)
-    return stage_row(stage, report, wall, images_per_step, timer, flops, peak, world, training_args, data_args)
-
-
-def stage_row(stage, report, wall, images_per_step, timer, flops, peak, world, training_args, data_args) -> dict:
     extra = report.get("extra", report)
     overall = report.get("overall", {})
     run_speed = extra.get("train_samples_per_second")
