@@ -31,14 +31,18 @@ class Recipe:
     batch_size: int = 32
     teacher_learning_rate: float = 1e-3
     student_learning_rate: float = 5e-4
-    distillation_type: str = "hard"
-    distillation_alpha: float = 0.5
-    distillation_tau: float = 1.0
+    # Tuned on the validation split (scripts/tune_recipe.py, docs/RESULTS.md "Recipe tuning"): soft distillation
+    # without student augmentation reached 0.825 / 0.811 macro-F1 (two seeds) at 40000 images, against 0.773 for
+    # the DeiT-style defaults (hard, alpha 0.5, augmented). Augmentation was what mattered: at 64 px it costs the
+    # ViT more than it regularises.
+    distillation_type: str = "soft"
+    distillation_alpha: float = 0.7
+    distillation_tau: float = 2.0
     drop_path_rate: float = 0.1
     balancing: str = "oversample"  # best balanced accuracy in scripts/bench_balancing.py (docs/RESULTS.md)
-    augment: bool = True
+    augment: bool = False  # the student's; also lets a distillation run cache the teacher's logits once
     teacher_batch_size: int = 32
-    teacher_augment: bool = True
+    teacher_augment: bool = True  # the CNN teacher is trained with augmentation, as before the tuning
 
     def batch_size_for(self, stage: str) -> int:
         return self.teacher_batch_size if stage == "teacher" else self.batch_size
