@@ -32,9 +32,9 @@ class Recipe:
     teacher_learning_rate: float = 1e-3
     student_learning_rate: float = 5e-4
     # Tuned on the validation split (scripts/tune_recipe.py, docs/RESULTS.md "Recipe tuning"): soft distillation
-    # without student augmentation reached 0.825 / 0.811 macro-F1 (two seeds) at 40000 images, against 0.773 for
-    # the DeiT-style defaults (0.773 / 0.781: hard, alpha 0.5, augmented), and 0.859 / 0.845 at 80000 images
-    # (teacher 0.844). Augmentation was what mattered: at 64 px it costs the ViT more than it regularises.
+    # without student augmentation reached 0.825 / 0.811 macro-F1 (two seeds) at 40000 images, against 0.773 /
+    # 0.781 for the DeiT-style defaults (hard, alpha 0.5, augmented), and 0.859 / 0.845 at 80000 images (teacher
+    # 0.844). Augmentation was what mattered: at 64 px it costs the ViT more than it regularises.
     distillation_type: str = "soft"
     distillation_alpha: float = 0.7
     distillation_tau: float = 2.0
