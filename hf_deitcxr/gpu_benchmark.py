@@ -17,7 +17,6 @@ and per-source accuracy of the final model. Rank 0 writes `bench_gpu.json` and `
 from __future__ import annotations
 
 import json
-import logging
 import statistics
 import time
 from collections.abc import Sequence
@@ -33,8 +32,6 @@ from .training.cli import configure_logging
 from .training.models import build_student, build_teacher
 from .training.recipe import CPU_RECIPE, Recipe, stage_arguments
 from .tuning import parse_overrides
-
-logger = logging.getLogger(__name__)
 
 # Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, TFLOP/s; matched on the device name.
 # A constant of the hardware, not a measurement: MFU = achieved model FLOP/s / this.
@@ -109,29 +106,40 @@ def peak_tflops(override: float | None) -> float | None:
     return next((peak for key, peak in DENSE_BF16_PEAK_TFLOPS if key in name), None)
 
 
-def training_flops_per_image(stage: str, recipe: Recipe, teacher_forward_per_step: bool, batch: int = 2) -> float:
-    """Model FLOPs of one training image: forward + backward of the trained model, plus the frozen teacher's forward
-    when a distillation step runs it (not with the logit cache). Counted on the CPU: FLOPs do not depend on the
+def training_step_flops(stage: str, image_size: int, patch_size: int, batch: int) -> int:
+    """Model FLOPs (torch's FlopCounterMode) of forward + backward of the model `stage` trains, on one batch:
+    the DenseNet teacher for "teacher", the DeiT student otherwise. Counted on the CPU: FLOPs do not depend on the
     device."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    size = recipe.image_size
-    pixels = torch.randn(batch, 3, size, size)
+    pixels = torch.randn(batch, 3, image_size, image_size)
     labels = torch.zeros(batch, dtype=torch.long)
-    teacher_args = ModelArguments(stage="teacher", image_size=size)
     if stage == "teacher":
-        model = build_teacher(teacher_args, list(LABELS))
+        model = build_teacher(ModelArguments(stage="teacher", image_size=image_size), list(LABELS))
     else:
-        model = build_student(ModelArguments(stage="baseline", image_size=size, patch_size=recipe.patch_size,
+        model = build_student(ModelArguments(stage="baseline", image_size=image_size, patch_size=patch_size,
                                              drop_path_rate=0.0), list(LABELS))
     with FlopCounterMode(display=False) as counter:
         model(pixel_values=pixels, labels=labels).loss.backward()
-    flops = counter.get_total_flops()
+    return counter.get_total_flops()
+
+
+def teacher_forward_flops(image_size: int, batch: int) -> int:
+    """Model FLOPs of the frozen teacher's forward on one batch, as a distillation step runs it."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    teacher = build_teacher(ModelArguments(stage="teacher", image_size=image_size), list(LABELS)).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        teacher(pixel_values=torch.randn(batch, 3, image_size, image_size))
+    return counter.get_total_flops()
+
+
+def training_flops_per_image(stage: str, recipe: Recipe, teacher_forward_per_step: bool, batch: int = 2) -> float:
+    """Model FLOPs of one training image: forward + backward of the trained model, plus the frozen teacher's forward
+    when a distillation step runs it (not with the logit cache)."""
+    flops = training_step_flops(stage, recipe.image_size, recipe.patch_size, batch)
     if stage == "distill" and teacher_forward_per_step:
-        teacher = build_teacher(teacher_args, list(LABELS)).eval()
-        with FlopCounterMode(display=False) as teacher_counter, torch.no_grad():
-            teacher(pixel_values=pixels)
-        flops += teacher_counter.get_total_flops()
+        flops += teacher_forward_flops(recipe.image_size, batch)
     return flops / batch
 
 
@@ -236,7 +244,7 @@ def gpu_benchmark_main(argv: Sequence[str] | None = None) -> int:
     (args,) = HfArgumentParser(GpuBenchmarkArguments).parse_args_into_dataclasses(
         args=list(sys.argv[1:] if argv is None else argv)
     )
-    rows = run_gpu_benchmark(args)
+    run_gpu_benchmark(args)
     if _is_main_process():
-        print(results_markdown(rows, args, peak_tflops(args.peak_tflops)))
+        print((Path(args.output_dir) / "bench_gpu.md").read_text())
     return 0

@@ -107,22 +107,10 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 def flop_profile(args: argparse.Namespace) -> dict:
     """FLOPs of a student training step vs a teacher forward (torch's FlopCounterMode): why distillation costs
     what it costs, independent of how busy the machine is."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+    from hf_deitcxr.gpu_benchmark import teacher_forward_flops, training_step_flops
 
-    from hf_deitcxr.training.arguments import ModelArguments
-    from hf_deitcxr.training.models import build_student, build_teacher
-
-    labels = ["normal", "pneumonia", "covid"]
-    pixels = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    student = build_student(ModelArguments(stage="baseline", image_size=args.image_size,
-                                           patch_size=args.patch_size), labels)
-    teacher = build_teacher(ModelArguments(stage="teacher", image_size=args.image_size), labels).eval()
-    with FlopCounterMode(display=False) as student_counter:
-        student(pixel_values=pixels, labels=torch.zeros(args.batch_size, dtype=torch.long)).loss.backward()
-    with FlopCounterMode(display=False) as teacher_counter, torch.no_grad():
-        teacher(pixel_values=pixels)
-    step, forward = student_counter.get_total_flops(), teacher_counter.get_total_flops()
+    step = training_step_flops("baseline", args.image_size, args.patch_size, args.batch_size)
+    forward = teacher_forward_flops(args.image_size, args.batch_size)
     return {"student_step_gflop": step / 1e9, "teacher_forward_gflop": forward / 1e9,
             "distill_over_student_flops": (step + forward) / step}
 
