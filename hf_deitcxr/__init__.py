@@ -2,13 +2,20 @@
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
-from .configuration_deit_cxr import DeiTCXRConfig
-from .densenet import DenseNetConfig, DenseNetForImageClassification, DenseNetModel
-from .image_processing_deit_cxr import RadiographImageProcessor, make_image_processor
-from .mammo.configuration_multiview import MultiViewMammoConfig
-from .mammo.modeling_multiview import MultiViewMammoForExamClassification, MultiViewMammoModel
-from .modeling_deit_cxr import DeiTCXRForImageClassificationWithTeacher, DeiTCXRModel
-from .pretrained import fold_rgb_conv_to_grey, interpolate_position_embeddings, load_student
+from .models import (
+    DeiTCXRConfig,
+    DeiTCXRForImageClassificationWithTeacher,
+    DeiTCXRModel,
+    DenseNetConfig,
+    DenseNetForImageClassification,
+    DenseNetModel,
+    MultiViewMammoConfig,
+    MultiViewMammoForExamClassification,
+    MultiViewMammoModel,
+    RadiographImageProcessor,
+    make_image_processor,
+)
+from .models.deit_cxr import fold_rgb_conv_to_grey, interpolate_position_embeddings, load_student
 
 __version__ = "0.1.0"
 

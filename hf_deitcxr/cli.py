@@ -46,11 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, passed_on = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if args.command == "train":
-        from .training.cli import train_main
-
-        return train_main(passed_on)
+        return train(passed_on)
     if args.command == "benchmark":
-        from .benchmark import benchmark_main
+        from .experiments.benchmark import benchmark_main
 
         return benchmark_main(passed_on)
     if args.command == "push":
@@ -67,10 +65,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "validate-data":
         return validate_data(args)
-    from .quickstart import run_quickstart
+    from .experiments.quickstart import run_quickstart
 
     run_quickstart(args.dataset, args.output_dir, image_size=args.image_size, epochs=args.epochs)
     return 0
+
+
+def train(argv: Sequence[str]) -> int:
+    """`train` dispatches on `--task`: chest X-ray stages and mammography each parse their own arguments."""
+    from .training.arguments import requested_task
+
+    if requested_task(argv) == "mammo":
+        from .mammo.training import mammo_train_main
+
+        return mammo_train_main(argv)
+    from .training.run import train_main  # heavy imports only once the task is known
+
+    return train_main(argv)
 
 
 def validate_data(args: argparse.Namespace) -> int:

@@ -10,9 +10,10 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from .data import load_radiograph_dataset
-from .data.transforms import CachedImageDataset, RadiographCollator
+from .data.collate import RadiographCollator
+from .data.image_cache import CachedImageDataset
+from .data.input_spec import input_spec_from_processor
 from .metrics.report import write_evaluation_report
-from .training.models import input_spec_from_processor
 
 
 @torch.inference_mode()

@@ -5,7 +5,7 @@
 
 import sys
 
-from hf_deitcxr.benchmark import benchmark_main
+from hf_deitcxr.experiments.benchmark import benchmark_main
 
 if __name__ == "__main__":
     sys.exit(benchmark_main())

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hf_deitcxr.benchmark import BenchmarkArguments, run_benchmark
+from hf_deitcxr.experiments.benchmark import BenchmarkArguments, run_benchmark
 from hf_deitcxr.training.arguments import BALANCING
 
 

@@ -25,8 +25,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import HfArgumentParser
 
+from hf_deitcxr.experiments.timing import time_interleaved
 from hf_deitcxr.serving import RadiographClassifier
-from hf_deitcxr.timing import time_interleaved
 
 
 @dataclass

@@ -6,7 +6,7 @@
 
 import sys
 
-from hf_deitcxr.gpu_benchmark import gpu_benchmark_main
+from hf_deitcxr.experiments.gpu_benchmark import gpu_benchmark_main
 
 if __name__ == "__main__":
     sys.exit(gpu_benchmark_main())

@@ -37,7 +37,7 @@ def measure(model_name: str, precision: str, args: argparse.Namespace) -> list[d
     import torch
 
     from hf_deitcxr.training.arguments import ModelArguments
-    from hf_deitcxr.training.models import build_student, build_teacher
+    from hf_deitcxr.training.builders import build_student, build_teacher
 
     torch.set_num_threads(args.threads)
     labels = ["normal", "pneumonia", "covid"]

@@ -36,10 +36,10 @@ from transformers import HfArgumentParser, pipeline
 
 import hf_deitcxr  # noqa: F401 - registers the model classes for pipeline()
 from hf_deitcxr.data.dicom import read_radiograph
+from hf_deitcxr.experiments.timing import time_interleaved
 from hf_deitcxr.serving import ChestXrayPredictor, RadiographCheck, RadiographClassifier, decode_upload
 from hf_deitcxr.serving.explain import attention_rollout, overlay
 from hf_deitcxr.serving.predictor import cpu_has_amx_bf16
-from hf_deitcxr.timing import time_interleaved
 
 SAMPLE = Path(hf_deitcxr.__file__).parent / "sample_data" / "cxr3_sample" / "train"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")

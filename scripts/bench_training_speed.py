@@ -50,9 +50,10 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     """Time `args.steps` training steps of one configuration in this process."""
     import torch
 
-    from hf_deitcxr.data.transforms import AugmentationConfig, RadiographAugmentation, RadiographCollator
+    from hf_deitcxr.data.augmentation import AugmentationConfig, RadiographAugmentation
+    from hf_deitcxr.data.collate import RadiographCollator
     from hf_deitcxr.training.arguments import ModelArguments
-    from hf_deitcxr.training.models import build_student, build_teacher
+    from hf_deitcxr.training.builders import build_student, build_teacher
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -107,7 +108,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 def flop_profile(args: argparse.Namespace) -> dict:
     """FLOPs of a student training step vs a teacher forward (torch's FlopCounterMode): why distillation costs
     what it costs, independent of how busy the machine is."""
-    from hf_deitcxr.gpu_benchmark import teacher_forward_flops, training_step_flops
+    from hf_deitcxr.experiments.gpu_benchmark import teacher_forward_flops, training_step_flops
 
     step = training_step_flops("baseline", args.image_size, args.patch_size, args.batch_size)
     forward = teacher_forward_flops(args.image_size, args.batch_size)

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 try:
-    from hf_deitcxr.densenet.convert import convert_checkpoint
+    from hf_deitcxr.models.densenet.convert import convert_checkpoint
 except ImportError:  # run from a source checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hf_deitcxr.densenet.convert import convert_checkpoint
+    from hf_deitcxr.models.densenet.convert import convert_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,7 +9,7 @@ Examples (see README):
 
 import sys
 
-from hf_deitcxr.training.cli import train_main
+from hf_deitcxr.cli import train as train_main
 
 if __name__ == "__main__":
     sys.exit(train_main(sys.argv[1:]))

@@ -6,7 +6,7 @@
 
 import sys
 
-from hf_deitcxr.tuning import tune_main
+from hf_deitcxr.experiments.tuning import tune_main
 
 if __name__ == "__main__":
     sys.exit(tune_main())

@@ -9,25 +9,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from tests.helpers.tiny_models import tiny_deit_kwargs  # noqa: E402
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-LABELS = ["normal", "pneumonia", "covid"]
-
-
-def tiny_deit_kwargs(**overrides) -> dict:
-    """A 2-layer DeiT small enough for CPU tests (32 px, 8 px patches)."""
-    kwargs = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        id2label=dict(enumerate(LABELS)),
-        label2id={name: i for i, name in enumerate(LABELS)},
-    )
-    kwargs.update(overrides)
-    return kwargs
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from huggingface_hub import ModelCard, constants
 
 from hf_deitcxr.cli import main
 from hf_deitcxr.hub import PushArguments, PushRefused, plan_push, push
-from tests.fake_hub import FakeHub
-from tests.model_folder import save_tiny_model_folder
+from tests.helpers.fake_hub import FakeHub
+from tests.helpers.model_folder import save_tiny_model_folder
 
 FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[1]

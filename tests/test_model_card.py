@@ -7,8 +7,8 @@ import pytest
 from huggingface_hub import ModelCard, metadata_load
 
 from hf_deitcxr.model_card import build_model_card, write_model_card
-from tests.conftest import LABELS
-from tests.model_folder import ALPHA, EPOCHS, IMAGE_SIZE, TAU, save_tiny_model_folder
+from tests.helpers.model_folder import ALPHA, EPOCHS, IMAGE_SIZE, TAU, save_tiny_model_folder
+from tests.helpers.tiny_models import LABELS
 
 FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789abcdef"
 TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{30,}")
@@ -66,7 +66,7 @@ def test_card_text_states_use_method_data_limits_and_citation(student):
     assert "10.1109/EMBC48229.2022.9871372" in text
     for label in LABELS:  # per-class table rows
         assert re.search(rf"^\| {label} \| 8 \|", text, flags=re.MULTILINE)
-    assert "| kermany | 16 | normal, pneumonia |" in text
+    assert "| kermany | 16 | covid, normal |" in text
 
 
 def test_card_leaks_no_token_and_no_local_path(student, tmp_path):

@@ -6,14 +6,7 @@
 from .dicom import DicomReadError, UnreadableImageError, dicom_to_image, is_dicom, read_dicom, read_radiograph
 from .sources import SPLIT_ALIASES, MissingFilesError, load_radiograph_dataset
 from .splits import patient_level_split, patient_subset
-from .validation import (
-    DataReport,
-    DuplicateImage,
-    LeakageError,
-    UnreadableImage,
-    ensure_no_leakage,
-    validate_dataset,
-)
+from .validation import DataReport, DuplicateImage, LeakageError, UnreadableImage, ensure_no_leakage, validate_dataset
 
 __all__ = [
     "SPLIT_ALIASES",

@@ -14,8 +14,8 @@ package for the model classes does not pull in `datasets` or `pydicom`.
 
 from importlib import import_module
 
-from .configuration_multiview import MultiViewMammoConfig
-from .modeling_multiview import MultiViewMammoForExamClassification, MultiViewMammoModel
+from ..models.multiview_mammo.configuration_multiview import MultiViewMammoConfig
+from ..models.multiview_mammo.modeling_multiview import MultiViewMammoForExamClassification, MultiViewMammoModel
 
 _LAZY = {
     "MammoExam": "manifest",
@@ -27,8 +27,8 @@ _LAZY = {
     "MammoExamDataset": "dataset",
     "MultiViewCollator": "dataset",
     "orient": "dataset",
-    "build_single_view_model": "models",
-    "build_multiview_model": "models",
+    "build_single_view_model": "builders",
+    "build_multiview_model": "builders",
     "aggregate_views": "evaluation",
     "MammoPredictor": "inference",
 }

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..data.transforms import AugmentationConfig
+from ..data.augmentation import AugmentationConfig
+from ..models.multiview_mammo.configuration_multiview import GLOBAL_TOKENS
 from ..training.arguments import BALANCING
-from .configuration_multiview import GLOBAL_TOKENS
 from .dataset import ORIENTATIONS
 from .evaluation import AGGREGATIONS
 
@@ -85,7 +85,7 @@ class MammoDataArguments:
                                         "choices": list(ORIENTATIONS)}
     )
     balancing: str = field(
-        default="class_weighted_loss", metadata={"help": "Class balancing (hf_deitcxr.balancing)",
+        default="class_weighted_loss", metadata={"help": "Class balancing (hf_deitcxr.data.balancing)",
                                                  "choices": list(BALANCING)}
     )
     augment: bool = field(default=True, metadata={"help": "Heavy random augmentation while training"})

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..data.collate import RadiographCollator
 from ..data.dicom import UnreadableImageError, read_radiograph
-from ..data.transforms import CachedImageDataset, RadiographCollator, default_num_workers, load_grey_resized
+from ..data.image_cache import CachedImageDataset, default_num_workers, load_grey_resized
 from .manifest import MammoManifest
 
 logger = logging.getLogger(__name__)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+from ..data.collate import eval_transform_for_pil
 from ..data.dicom import ImageSource
-from ..data.transforms import eval_transform_for_pil, normalization_from_image_processor
+from ..data.input_spec import normalization_from_image_processor
+from ..models.multiview_mammo.configuration_multiview import MultiViewMammoConfig
 from ..serving.decode import DecodedUpload, decode_upload
 from ..serving.input_check import NON_RADIOGRAPH_MODALITIES, InputCheckConfig
-from .configuration_multiview import MultiViewMammoConfig
 from .dataset import orient
 from .evaluation import aggregate_views
 

@@ -1,7 +1,7 @@
 """`--task mammo`: train a single-view or multi-view mammography model with the chest X-ray pipeline's Trainer.
 
 Reused as they are: the `DistillationTrainer` (without a teacher it is a Trainer with class-weighted CE and an
-optional sampler), `hf_deitcxr.balancing.plan_balancing`, the batched augmentation and collator, the metrics and the
+optional sampler), `data.balancing.plan_balancing`, the batched augmentation and collator, the metrics and the
 evaluation report. What is mammography-specific: exams from a manifest, patient-level exam splits, the multi-view
 collator and model, and exam-level scores for single-view models (max / mean over an exam's views).
 """
@@ -18,17 +18,19 @@ import numpy as np
 import torch
 from transformers import TrainingArguments
 
-from ..balancing import plan_balancing
-from ..data.transforms import RadiographAugmentation, RadiographCollator, normalization_from_image_processor
+from ..data.augmentation import RadiographAugmentation
+from ..data.balancing import plan_balancing
+from ..data.collate import RadiographCollator
+from ..data.input_spec import normalization_from_image_processor
 from ..metrics.report import make_compute_metrics, write_evaluation_report
-from ..training.cli import configure_logging, parse_with_training_defaults
+from ..training.arguments import configure_logging, parse_with_training_defaults
 from ..training.run import _checkpoint_to_resume, _with_collator
 from ..training.trainer import DistillationTrainer
 from .arguments import MammoDataArguments, MammoModelArguments, mammography_augmentation
+from .builders import build_multiview_model, build_single_view_model, make_mammo_processor
 from .dataset import MammoExamDataset, MultiViewCollator
 from .evaluation import AGGREGATIONS, aggregate_views, exam_metrics
 from .manifest import load_mammo_manifest
-from .models import build_multiview_model, build_single_view_model, make_mammo_processor
 
 logger = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from PIL import Image
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-from ..data.transforms import normalization_from_image_processor
-from ..image_processing_deit_cxr import make_image_processor
+from ..data.input_spec import normalization_from_image_processor
+from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
 from .decode import DecodedUpload, decode_upload
 from .explain import attention_rollout, class_activation_map, overlay
 from .fast_deit import FusedDeiT

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser, TrainingArguments
 
 STAGES = ("teacher", "distill", "baseline")
 TASKS = ("cxr", "mammo")  # mammo has its own arguments: hf_deitcxr.mammo.arguments
@@ -56,7 +63,7 @@ class ModelArguments:
 
     def __post_init__(self) -> None:
         if self.task != "cxr":
-            raise ValueError(f"--task {self.task} is parsed by its own parser (hf_deitcxr.training.cli.train_main)")
+            raise ValueError(f"--task {self.task} is parsed by its own parser (hf_deitcxr.cli)")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage == "distill" and not self.teacher_name_or_path:
@@ -122,3 +129,47 @@ class DataArguments:
         if not self.class_names:
             return None
         return [name.strip() for name in self.class_names.split(",") if name.strip()]
+
+
+# Training defaults that differ from TrainingArguments' own: what radiograph classification on small data needs.
+DEFAULTS = {
+    "learning_rate": 5e-4,
+    "weight_decay": 0.05,
+    "warmup_steps": 0.05,
+    "lr_scheduler_type": "cosine",
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 10,
+    "report_to": "none",
+    "dataloader_num_workers": 0,
+}
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging() -> None:
+    """Timestamped INFO logs: the format of every long-running `hf-deitcxr` command."""
+    logging.basicConfig(format=LOG_FORMAT, level=logging.INFO)
+
+
+def parse_with_training_defaults(dataclass_types: tuple[type, ...], argv: Sequence[str]) -> tuple:
+    """Parse a command line (or a single JSON arguments file) into `dataclass_types`, with our `DEFAULTS` applied."""
+    parser = HfArgumentParser(dataclass_types)
+    parser.set_defaults(**DEFAULTS)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(argv[0])
+    return parser.parse_args_into_dataclasses(args=list(argv))
+
+
+def parse_training_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    return parse_with_training_defaults((ModelArguments, DataArguments, TrainingArguments), argv)
+
+
+def requested_task(argv: Sequence[str]) -> str:
+    """The `--task` of a command line or JSON arguments file ("cxr" when absent): each task has its own parser."""
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return str(json.loads(Path(argv[0]).read_text()).get("task", "cxr"))
+    peek = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    peek.add_argument("--task", default="cxr")
+    return peek.parse_known_args(list(argv))[0].task

@@ -5,20 +5,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..balancing import balanced_class_weights, make_weighted_sampler, oversample_indices
 from ..data import ensure_no_leakage, load_radiograph_dataset, patient_subset, validate_dataset
-from ..data.transforms import AugmentationConfig, CachedImageDataset, RadiographAugmentation, RadiographCollator
-from ..image_processing_deit_cxr import make_image_processor
+from ..data.augmentation import AugmentationConfig, RadiographAugmentation
+from ..data.balancing import balanced_class_weights, make_weighted_sampler, oversample_indices
+from ..data.collate import RadiographCollator
+from ..data.image_cache import CachedImageDataset
+from ..data.input_spec import input_spec_from_processor
 from ..metrics.report import make_compute_metrics, write_evaluation_report
-from .arguments import DataArguments, ModelArguments
-from .models import build_student, build_teacher, input_spec_from_processor, load_trained_teacher
-from .teacher_inputs import TeacherInputAdapter
+from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
+from .arguments import DataArguments, ModelArguments, configure_logging, parse_training_arguments
+from .builders import build_student, build_teacher, load_trained_teacher
+from .teacher import TeacherInputAdapter
 from .trainer import DistillationTrainer, compute_teacher_logits
 
 logger = logging.getLogger(__name__)
@@ -173,3 +177,13 @@ def finish(trainer, processor, eval_data, label_names, train_result, model_args,
         json.dumps({"model": vars(model_args), "data": vars(data_args)}, indent=2, default=str)
     )
     return report
+
+
+def train_main(argv: Sequence[str]) -> int:
+    """`hf-deitcxr train --task cxr ...`: parse, train one stage, print its headline metrics."""
+    configure_logging()
+    model_args, data_args, training_args = parse_training_arguments(argv)
+    report = run_training(model_args, data_args, training_args)
+    overall = report.get("overall", report)
+    print(json.dumps({k: overall.get(k) for k in ("accuracy", "macro_f1", "macro_auc") if k in overall}))
+    return 0

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer
 
-from ..modeling_deit_cxr import DeiTCXRForImageClassificationWithTeacher
-from .teacher_inputs import TeacherInputAdapter
+from ..models.deit_cxr.modeling_deit_cxr import DeiTCXRForImageClassificationWithTeacher
+from .teacher import TeacherInputAdapter
 
 
 class DistillationTrainer(Trainer):
@@ -21,7 +21,7 @@ class DistillationTrainer(Trainer):
       student; `teacher_input_adapter` converts the batch to the teacher's own normalisation/channels/size.
     - `teacher_logit_cache`: precomputed teacher logits indexed by `sample_index` (only valid without random
       augmentation, see `compute_teacher_logits`); replaces the teacher forward.
-    - `class_weights`: class-balanced cross-entropy (see `hf_deitcxr.balancing`).
+    - `class_weights`: class-balanced cross-entropy (see `hf_deitcxr.data.balancing`).
     - `train_sampler`: e.g. a class-balancing `WeightedRandomSampler` (single process).
 
     The loss parts (`loss_ce`, `loss_distill`) are logged separately next to `loss`.

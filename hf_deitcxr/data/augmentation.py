@@ -1,0 +1,199 @@
+"""Batched radiograph augmentation: the whole float batch at once, on its device (one kornia warp for crop +
+affine, kornia intensity ops)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import kornia.augmentation as K
+import torch
+from kornia.enhance import adjust_contrast_with_mean_subtraction
+from kornia.geometry.transform import warp_affine
+from torch import nn
+
+
+@dataclass
+class AugmentationConfig:
+    """Random augmentation for radiographs; every operation has its own probability.
+
+    Defaults are mild on purpose: findings are small, low-contrast structures, and the image is already the
+    whole field of view (resized, not cropped), so strong crops or distortions would remove or fake pathology.
+
+    `horizontal_flip_p` is 0 by default: chest X-rays have laterality (heart on the left, aortic knob, gastric
+    bubble, L/R markers), so a mirrored film is an anatomically implausible image (dextrocardia) rather than a
+    harmless variant, and left-sided findings would be taught as right-sided. Enable it for mammography, where
+    left and right breasts are mirror images of each other.
+    """
+
+    enabled: bool = True
+    # Crop and affine are composed into one warp per image (a single interpolation).
+    affine_p: float = 0.7
+    rotation_degrees: float = 10.0
+    translate: float = 0.06  # fraction of the width / height
+    scale: tuple[float, float] = (0.9, 1.1)
+    random_resized_crop_p: float = 0.3
+    random_resized_crop_scale: tuple[float, float] = (0.8, 1.0)  # fraction of the area kept
+    random_resized_crop_ratio: tuple[float, float] = (0.9, 1 / 0.9)  # near 1: no further aspect distortion
+    brightness: float = 0.1  # added offset in [-brightness, brightness] on the [0, 1] scale
+    brightness_p: float = 0.5
+    contrast: float = 0.15  # contrast factor in [1 - contrast, 1 + contrast] about the image mean
+    contrast_p: float = 0.5
+    gaussian_noise_std: float = 0.02  # on the [0, 1] scale: ~5 grey levels, like quantum mottle
+    gaussian_noise_p: float = 0.3
+    horizontal_flip_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if name.endswith("_p") and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+        if not 0.0 <= self.brightness < 1.0 or not 0.0 <= self.contrast < 1.0:
+            raise ValueError("brightness and contrast must be in [0, 1)")
+        if self.gaussian_noise_std < 0 or self.rotation_degrees < 0 or not 0.0 <= self.translate < 1.0:
+            raise ValueError(
+                "gaussian_noise_std, rotation_degrees and translate must be non-negative (translate < 1)"
+            )
+        crop_low, crop_high = self.random_resized_crop_scale
+        if not 0.0 < crop_low <= crop_high <= 1.0:
+            raise ValueError(f"random_resized_crop_scale must satisfy 0 < low <= high <= 1, got {crop_low, crop_high}")
+        for name in ("scale", "random_resized_crop_ratio"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high:
+                raise ValueError(f"{name} must satisfy 0 < low <= high, got {(low, high)}")
+
+
+class _ContrastAboutMean(K.RandomContrast):
+    """Contrast stretched about each image's mean (as PIL/torchvision do).
+
+    kornia's `RandomContrast` multiplies intensities about 0, which is a gain (a brightness change) rather
+    than a contrast change.
+    """
+
+    def apply_transform(self, input, params, flags, transform=None) -> torch.Tensor:
+        factor = params["contrast_factor"].to(device=input.device, dtype=input.dtype)
+        return adjust_contrast_with_mean_subtraction(input, factor)
+
+
+class RandomRadiographGeometry(nn.Module):
+    """Random resized crop, then rotation / translation / scale, composed into ONE warp per image.
+
+    kornia's `RandomResizedCrop` followed by `RandomAffine` would resample an image twice (each bilinear
+    interpolation blurs fine detail) and warp the whole batch whatever `p`; here only the selected images are
+    warped, once (`kornia.geometry.transform.warp_affine`), with a black border. Parameters are drawn on the CPU
+    from the global torch RNG, so the result does not depend on the device.
+    """
+
+    def __init__(self, config: AugmentationConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = images.shape
+        c = self.config
+        crop_on = torch.rand(batch) < c.random_resized_crop_p
+        affine_on = torch.rand(batch) < c.affine_p
+        identity = torch.eye(3).expand(batch, 3, 3)
+        crop = torch.where(crop_on[:, None, None], self._crop_matrices(batch, height, width), identity)
+        affine = torch.where(affine_on[:, None, None], self._affine_matrices(batch, height, width), identity)
+        selected = torch.nonzero(crop_on | affine_on).flatten()
+        if len(selected) == 0:
+            return images
+        matrices = (affine @ crop)[selected, :2].to(device=images.device, dtype=images.dtype)
+        selected = selected.to(images.device)
+        warped = warp_affine(images[selected], matrices, dsize=(height, width), mode="bilinear",
+                             padding_mode="zeros", align_corners=True)
+        return images.index_copy(0, selected, warped)
+
+    def _crop_matrices(self, batch: int, height: int, width: int) -> torch.Tensor:
+        """Source -> output pixel maps that blow a random box (area fraction, aspect ratio) up to the image."""
+        c = self.config
+        area = _uniform(batch, *c.random_resized_crop_scale)
+        log_ratio = _uniform(batch, *(math.log(r) for r in c.random_resized_crop_ratio))
+        box_w = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)  # fractions of the width / height
+        box_h = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+        centre = _centre(height, width)
+        # The box lies inside the image: its centre moves at most (1 - box size) / 2 from the image centre.
+        box_cx = centre[0] + (torch.rand(batch) - 0.5) * (1 - box_w) * (width - 1)
+        box_cy = centre[1] + (torch.rand(batch) - 0.5) * (1 - box_h) * (height - 1)
+        zoom_x, zoom_y = 1 / box_w, 1 / box_h
+        matrices = torch.zeros(batch, 3, 3)
+        matrices[:, 0, 0], matrices[:, 1, 1], matrices[:, 2, 2] = zoom_x, zoom_y, 1.0
+        matrices[:, 0, 2] = centre[0] - zoom_x * box_cx
+        matrices[:, 1, 2] = centre[1] - zoom_y * box_cy
+        return matrices
+
+    def _affine_matrices(self, batch: int, height: int, width: int) -> torch.Tensor:
+        """Rotation and scale about the image centre, then a translation (fractions of width / height)."""
+        c = self.config
+        angle = torch.deg2rad(_uniform(batch, -c.rotation_degrees, c.rotation_degrees))
+        scale = _uniform(batch, *c.scale)
+        shift_x = _uniform(batch, -c.translate, c.translate) * width
+        shift_y = _uniform(batch, -c.translate, c.translate) * height
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        centre = _centre(height, width)
+        matrices = torch.zeros(batch, 3, 3)
+        matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 1, 0], matrices[:, 1, 1] = cos, -sin, sin, cos
+        matrices[:, 0, 2] = centre[0] + shift_x - (cos * centre[0] - sin * centre[1])
+        matrices[:, 1, 2] = centre[1] + shift_y - (sin * centre[0] + cos * centre[1])
+        matrices[:, 2, 2] = 1.0
+        return matrices
+
+
+def _uniform(batch: int, low: float, high: float) -> torch.Tensor:
+    return low + (high - low) * torch.rand(batch)
+
+
+def _centre(height: int, width: int) -> tuple[float, float]:
+    # Pixel centres sit at 0 .. size - 1 (align_corners=True), so the image centre is at (size - 1) / 2.
+    return (width - 1) / 2, (height - 1) / 2
+
+
+class RadiographAugmentation(nn.Module):
+    """Batched augmentation of float images in [0, 1], (B, 1, H, W) or (B, 3, H, W), on any device.
+
+    Order: geometry (random resized crop + affine, one warp) -> horizontal flip -> brightness -> contrast ->
+    Gaussian noise (kornia), then a clamp to [0, 1]. Identity when `config.enabled` is false or the module is
+    in eval mode. Randomness comes from the global torch RNG (so `torch.manual_seed` makes it reproducible);
+    `forward(images, seed=...)` draws from a private RNG state instead, leaving the global one untouched.
+    """
+
+    def __init__(self, config: AugmentationConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or AugmentationConfig()
+        c = self.config
+        self.geometry = RandomRadiographGeometry(c)
+        self.flip = K.RandomHorizontalFlip(p=c.horizontal_flip_p)
+        self.intensity = nn.ModuleList([
+            K.RandomBrightness(brightness=(1 - c.brightness, 1 + c.brightness), p=c.brightness_p),
+            _ContrastAboutMean(contrast=(1 - c.contrast, 1 + c.contrast), p=c.contrast_p),
+            K.RandomGaussianNoise(mean=0.0, std=c.gaussian_noise_std, p=c.gaussian_noise_p),
+        ])
+
+    def forward(self, images: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[1] not in (1, 3) or not images.is_floating_point():
+            found = f"{images.dtype} {tuple(images.shape)}"
+            raise ValueError(f"expected float images (B, 1|3, H, W), got {found}")
+        if not self.config.enabled or not self.training or images.shape[0] == 0:
+            return images
+        if seed is None:
+            return self._augment(images)
+        devices = [images.device] if images.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self._augment(images)
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.random_resized_crop_p > 0 or c.affine_p > 0:
+            images = self.geometry(images)
+        if c.horizontal_flip_p > 0:
+            images = self.flip(images)
+        probabilities = (c.brightness_p, c.contrast_p, c.gaussian_noise_p)
+        for step, probability in zip(self.intensity, probabilities, strict=True):
+            if probability > 0:
+                images = step(images)
+        # Out of place: with every probability at 0 `images` is still the caller's tensor.
+        return images.clamp(0.0, 1.0)
+
+
+__all__ = ["AugmentationConfig", "RadiographAugmentation", "RandomRadiographGeometry"]

@@ -1,0 +1,129 @@
+"""The CPU training recipe shared by `quickstart` and the benchmark, and the stage arguments it expands to.
+
+One place for the hyper-parameters, so the quickstart runs what the benchmark measured (docs/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+
+from ..training.arguments import DEFAULTS, DataArguments, ModelArguments
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyper-parameters of one teacher -> student run; `image_size` is reduced from 224 for CPU budgets.
+
+    `batch_size` and `augment` are the student's (the distill and baseline stages); the teacher stage has its own
+    `teacher_batch_size` and `teacher_augment`, because what suits the CNN does not suit the ViT (docs/RESULTS.md).
+    """
+
+    # 64 px with 8-px patches: the student sees an 8x8 token grid, and the teacher's forward stays cheap enough for
+    # a distillation step to cost ~1.2x a plain one (scripts/bench_training_speed.py); 224 / 16 on a GPU.
+    image_size: int = 64
+    patch_size: int = 8
+    batch_size: int = 32
+    teacher_learning_rate: float = 1e-3
+    student_learning_rate: float = 5e-4
+    # Tuned on the validation split (scripts/tune_recipe.py, docs/RESULTS.md "Recipe tuning"): soft distillation
+    # without student augmentation reached 0.825 / 0.811 macro-F1 (two seeds) at 40000 images, against 0.773 /
+    # 0.781 for the DeiT-style defaults (hard, alpha 0.5, augmented), and 0.859 / 0.845 at 80000 images (teacher
+    # 0.844). Augmentation was what mattered: at 64 px it costs the ViT more than it regularises.
+    distillation_type: str = "soft"
+    distillation_alpha: float = 0.7
+    distillation_tau: float = 2.0
+    drop_path_rate: float = 0.1
+    balancing: str = "oversample"  # best balanced accuracy in scripts/bench_balancing.py (docs/RESULTS.md)
+    augment: bool = False  # the student's; also lets a distillation run cache the teacher's logits once
+    teacher_batch_size: int = 32
+    teacher_augment: bool = True  # the CNN teacher is trained with augmentation, as before the tuning
+
+    def batch_size_for(self, stage: str) -> int:
+        return self.teacher_batch_size if stage == "teacher" else self.batch_size
+
+    def augment_for(self, stage: str) -> bool:
+        return self.teacher_augment if stage == "teacher" else self.augment
+
+    def with_overrides(self, **overrides) -> Recipe:
+        unknown = set(overrides) - set(asdict(self))
+        if unknown:
+            raise ValueError(f"unknown recipe fields {sorted(unknown)}; fields: {sorted(asdict(self))}")
+        return replace(self, **overrides)
+
+
+CPU_RECIPE = Recipe()
+
+
+def stage_arguments(
+    stage: str,
+    dataset: str,
+    output_dir: str | Path,
+    recipe: Recipe = CPU_RECIPE,
+    *,
+    epochs: float | None = None,
+    images_seen: int | None = None,
+    train_subset: int | None = None,
+    subset_seed: int = 0,
+    seed: int = 0,
+    teacher_dir: str | Path | None = None,
+    pixel_cache_dir: str | None = None,
+    progress_bars: bool = True,
+    eval_every_images: int | None = None,
+) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Arguments of `run_training` for `stage` (teacher / distill / baseline) under `recipe`.
+
+    The budget is either `epochs` or `images_seen` (a fixed number of optimiser steps, whatever the data size:
+    what a data-efficiency comparison needs). No checkpoints; by default no mid-run evaluation (the final model
+    is evaluated once by `run_training`). `eval_every_images` adds an evaluation on the eval split every that many
+    training images (a learning curve in `trainer_state.json`; mid-schedule points are taken before the cosine
+    decay has finished, so they are not what a run of that length would reach).
+
+    Without augmentation a distillation run precomputes the teacher's logits once (same targets, no teacher
+    forward per step).
+    """
+    if (epochs is None) == (images_seen is None):
+        raise ValueError("give exactly one training budget: epochs or images_seen")
+    if eval_every_images is not None and eval_every_images <= 0:
+        raise ValueError(f"eval_every_images must be positive, got {eval_every_images}")
+    model_args = ModelArguments(
+        stage=stage, image_size=recipe.image_size, patch_size=recipe.patch_size, student_preset="deit-tiny",
+        distillation_type=recipe.distillation_type, distillation_alpha=recipe.distillation_alpha,
+        distillation_tau=recipe.distillation_tau, drop_path_rate=recipe.drop_path_rate,
+        teacher_name_or_path=str(teacher_dir) if stage == "distill" and teacher_dir else None,
+    )
+    augment, batch_size = recipe.augment_for(stage), recipe.batch_size_for(stage)
+    data_args = DataArguments(dataset=dataset, train_subset=train_subset, subset_seed=subset_seed,
+                              balancing=recipe.balancing, augment=augment, pixel_cache_dir=pixel_cache_dir,
+                              teacher_logit_cache=stage == "distill" and not augment, resume=False)
+    budget = {"num_train_epochs": epochs} if epochs is not None else {"max_steps": math.ceil(images_seen / batch_size)}
+    on_gpu = torch.cuda.is_available()
+    training = {**DEFAULTS, "save_strategy": "no", "save_total_limit": None, "eval_strategy": "no",
+                "learning_rate": recipe.teacher_learning_rate if stage == "teacher" else recipe.student_learning_rate}
+    if eval_every_images:
+        training.update(eval_strategy="steps", eval_steps=max(1, math.ceil(eval_every_images / batch_size)))
+    training_args = TrainingArguments(
+        output_dir=str(Path(output_dir)),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=64,
+        bf16=torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16(),
+        use_cpu=not on_gpu,
+        seed=seed,
+        disable_tqdm=not progress_bars,
+        **budget,
+        **training,
+    )
+    return model_args, data_args, training_args
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 autocast only where the CPU has native bf16 (AVX512-BF16/AMX); elsewhere it is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,179 @@
+"""DICOM decoding (real files written with pydicom) and robust reading of ordinary image files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import JPEGLSLossless
+
+from hf_deitcxr.data import DicomReadError, UnreadableImageError, is_dicom, read_dicom, read_radiograph
+from tests.helpers.dicom_files import write_dicom
+
+
+def pixels_of(image: Image.Image) -> np.ndarray:
+    assert image.mode == "L"
+    return np.asarray(image)
+
+
+def test_monochrome2_8bit_keeps_stored_values(tmp_path):
+    stored = np.arange(16, dtype=np.uint8).reshape(4, 4) * 10
+    path = tmp_path / "a.dcm"
+    write_dicom(path, stored)
+    assert is_dicom(path)
+    np.testing.assert_array_equal(pixels_of(read_dicom(path)), stored)
+    np.testing.assert_array_equal(pixels_of(read_radiograph(path)), stored)  # dispatch by content
+
+
+def test_monochrome1_is_inverted():
+    stored = np.full((4, 4), 10, dtype=np.uint8)
+    stored[0, 0] = 250  # bright stored value = dark on screen for MONOCHROME1
+    out = pixels_of(read_dicom(write_dicom(None, stored, photometric="MONOCHROME1")))
+    assert out[0, 0] == 5
+    assert out[1, 1] == 245
+
+
+def test_16bit_rescale_and_window_maps_center_to_mid_grey():
+    # modality value = 2 * stored - 1024; window centre 1000 -> stored 1012
+    stored = np.array([[0, 1012], [1012, 4095]], dtype=np.uint16)
+    data = write_dicom(
+        None,
+        stored,
+        bits_stored=12,
+        RescaleSlope=2,
+        RescaleIntercept=-1024,
+        WindowCenter=1000,
+        WindowWidth=400,
+    )
+    out = pixels_of(read_dicom(data)).astype(int)
+    assert abs(out[0, 1] - 128) <= 1
+    assert out[0, 0] == 0  # below the window
+    assert out[1, 1] == 255  # above the window
+
+
+def test_16bit_without_window_is_min_max_scaled():
+    stored = np.array([[100, 2100], [4100, 4100]], dtype=np.uint16)
+    out = pixels_of(read_dicom(write_dicom(None, stored, bits_stored=16))).astype(int)
+    assert out[0, 0] == 0 and out[1, 1] == 255
+    assert abs(out[0, 1] - 128) <= 1
+    robust = pixels_of(read_dicom(write_dicom(None, stored), percentiles=(30.0, 70.0)))
+    assert robust[0, 0] == 0 and robust[1, 1] == 255
+
+
+def test_voi_lut_sequence_is_applied():
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 8]
+    item.add_new(0x00283006, "US", [0, 40, 200, 255])  # LUTData; its VR (US/OW) is ambiguous without a hint
+    stored = np.array([[0, 1], [2, 3]], dtype=np.uint16)
+    out = pixels_of(read_dicom(write_dicom(None, stored, bits_stored=12, VOILUTSequence=Sequence([item]))))
+    np.testing.assert_array_equal(out, [[0, 40], [200, 255]])
+
+
+def test_multiframe_gives_first_frame_with_warning():
+    frames = np.stack([np.full((4, 4), 30 * (i + 1), dtype=np.uint8) for i in range(3)])
+    with pytest.warns(UserWarning, match="multi-frame"):
+        out = pixels_of(read_dicom(write_dicom(None, frames, NumberOfFrames=3)))
+    assert (out == 30).all()
+
+
+def test_rgb_dicom_becomes_grey():
+    rgb = np.zeros((4, 4, 3), dtype=np.uint8)
+    rgb[..., 1] = 200
+    out = pixels_of(read_dicom(write_dicom(None, rgb, photometric="RGB")))
+    assert (out == round(0.587 * 200)).all()
+
+
+def test_no_pixel_data_raises():
+    data = write_dicom(None, np.zeros((4, 4), np.uint8), with_pixel_data=False)
+    with pytest.raises(DicomReadError, match="no pixel data"):
+        read_dicom(data)
+    assert issubclass(DicomReadError, ValueError) and issubclass(DicomReadError, UnreadableImageError)
+
+
+def test_not_dicom_raises():
+    with pytest.raises(DicomReadError, match="not a DICOM"):
+        read_dicom(b"just some text, no DICM preamble" * 10)
+
+
+def test_compressed_syntax_without_decoder_raises_clearly():
+    from pydicom import dcmread
+    from pydicom.pixels import get_decoder
+
+    ds = dcmread(io.BytesIO(write_dicom(None, np.zeros((4, 4), np.uint8))))
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.PixelData = encapsulate([b"\xff\xd8not really jpeg-ls\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(DicomReadError) as info:
+        read_dicom(buffer.getvalue())
+    if not get_decoder(JPEGLSLossless).is_available:
+        assert "JPEG-LS" in str(info.value) and "install" in str(info.value)
+
+
+# --- ordinary files -----------------------------------------------------------------------------------------
+
+
+def test_rgb_png_becomes_grey(tmp_path):
+    path = tmp_path / "rgb.png"
+    Image.new("RGB", (5, 5), (255, 255, 255)).save(path)
+    assert pixels_of(read_radiograph(path)).min() == 255
+    assert not is_dicom(path)
+
+
+def test_16bit_png_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)).save(path)
+    out = pixels_of(read_radiograph(path)).astype(int)
+    assert out[0, 0] == 0 and out[1, 1] == 255 and 120 <= out[1, 0] <= 135
+
+
+def test_truncated_jpeg_raises(tmp_path):
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, format="JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(UnreadableImageError, match="truncated"):
+        read_radiograph(path)
+
+
+def test_zero_byte_file_raises(tmp_path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    with pytest.raises(UnreadableImageError, match="empty"):
+        read_radiograph(path)
+
+
+def test_text_renamed_png_raises(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is not an image\n" * 20)
+    with pytest.raises(UnreadableImageError, match="not a recognised image"):
+        read_radiograph(path)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("L", (20, 20)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # 400 px: PIL itself would only warn
+    with pytest.raises(UnreadableImageError, match="MAX_IMAGE_PIXELS"):
+        read_radiograph(path)
+
+
+def test_decompression_bomb_beyond_pils_own_limit_says_too_large(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    Image.new("L", (30, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300)  # 900 px > 2x the limit: Image.open raises itself
+    with pytest.raises(UnreadableImageError, match="huge.png: image too large .*MAX_IMAGE_PIXELS"):
+        read_radiograph(path)
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_radiograph(tmp_path / "nope.png")

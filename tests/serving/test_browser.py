@@ -1,0 +1,121 @@
+"""The Space in a real browser: headless Debian Chromium driven by Playwright uploads a radiograph in the page, clicks
+Classify and reads the predicted label from the DOM; a file that is not an image shows the app's error message.
+
+By default the app serves a tiny random student and teacher; `SPACE_TEST_MODEL_ID` (and `SPACE_TEST_TEACHER_ID`) run
+the same checks against saved models, e.g. the quickstart output:
+
+    SPACE_TEST_MODEL_ID=outputs/quickstart/distill SPACE_TEST_TEACHER_ID=outputs/quickstart/teacher \
+        pytest tests/test_browser.py
+
+Needs /usr/bin/chromium (Debian: `apt-get install -y chromium chromium-driver`; `.ci/run` installs it). Playwright is
+used only as a driver of that system browser: its own browser downloads are never used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.serving_models import RADIOGRAPHS, save_tiny_models
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (Debian package chromium)")
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+APP = Path(__file__).resolve().parents[2] / "space" / "app.py"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(url, predictor) of the Space app serving a student and a teacher, launched in this process on loopback."""
+    spec = importlib.util.spec_from_file_location("space_app_browser", APP)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    student, teacher = os.environ.get("SPACE_TEST_MODEL_ID"), os.environ.get("SPACE_TEST_TEACHER_ID") or None
+    if not student:
+        student, teacher = (str(p) for p in save_tiny_models(tmp_path_factory.mktemp("browser_models")))
+    demo = app.build_demo(student, teacher, precision="fp32")
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    from hf_deitcxr.serving import ChestXrayPredictor
+
+    try:
+        yield demo.local_url, ChestXrayPredictor.from_pretrained(student, teacher, precision="fp32")
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(served, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium_profile")  # a fresh user-data-dir
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
+
+
+def open_app(page, url: str) -> None:
+    """Load the page and wait until the app is mounted and idle (an upload made earlier can be lost under load)."""
+    page.goto(url, wait_until="networkidle")
+    page.get_by_role("button", name="Classify").wait_for()
+
+
+def upload_and_classify(page, url: str, path: Path) -> None:
+    open_app(page, url)
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    page.get_by_text(path.name).first.wait_for()  # the File component lists the uploaded file
+    page.get_by_role("button", name="Classify").click()
+
+
+def test_upload_in_the_page_shows_the_predicted_label(served, page, tmp_path):
+    url, predictor = served
+    radiograph = tmp_path / "chest.jpg"
+    shutil.copy(RADIOGRAPHS[0], radiograph)
+    expected = predictor.predict(radiograph)
+
+    upload_and_classify(page, url, radiograph)
+    assert shown_labels(page) == [expected.student.label, expected.teacher.label]  # student, then teacher
+    # The heatmap arrives as a separate file after the labels render: wait for it instead of reading it at once.
+    page.locator(".block", has_text="Attention rollout").locator("img").first.wait_for(state="visible")
+    assert page.get_by_text("not a medical device").first.is_visible()
+
+
+def test_clicking_an_example_classifies_it(served, page):
+    url, predictor = served
+    open_app(page, url)
+    example = sorted(APP.parent.glob("examples/*.jpg"))[0]
+    page.get_by_text(example.name).first.click()  # no Classify click: the example runs at once
+    assert shown_labels(page)[0] == predictor.predict(example).student.label
+
+
+def shown_labels(page, count: int = 2) -> list[str]:
+    """The top labels the page shows (student, teacher), once all `count` are filled in."""
+    labels = page.locator('[data-testid="label-output-value"]')
+    page.wait_for_function(
+        "n => { const els = document.querySelectorAll('[data-testid=\"label-output-value\"]');"
+        " return els.length >= n && [...els].slice(0, n).every(el => el.textContent.trim().length > 0); }",
+        arg=count,
+    )
+    return [text.strip() for text in labels.all_inner_texts()[:count]]
+
+
+def test_unreadable_upload_shows_the_error_message_in_the_page(served, page, tmp_path):
+    url, _ = served
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    upload_and_classify(page, url, fake)
+    page.get_by_text("Could not read this file as an image").first.wait_for()
+    assert page.get_by_text("not a recognised image format").first.is_visible()

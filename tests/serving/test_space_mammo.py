@@ -1,0 +1,118 @@
+"""The Space's mammography tab (space/mammo_tab.py) served on loopback and called through gradio_client.
+
+Tiny single-view and multi-view models are saved as `hf-deitcxr train --task mammo` saves them; the four view slots
+are called as a user's client would: one view, four views, and bad uploads that must come back as clear errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hf_deitcxr.mammo.builders import build_single_view_model, make_mammo_processor
+from hf_deitcxr.mammo.synthetic import SyntheticMammoConfig, write_synthetic_mammo
+from tests.helpers.dicom_files import write_dicom
+from tests.helpers.mammo_models import LABELS, multiview_model, save_standin, tiny_vit_config
+from tests.helpers.serving_models import colour_shapes, save_tiny_models
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+import gradio as gr  # noqa: E402 - in the `test` extra
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+SPACE = Path(__file__).resolve().parents[2] / "space"
+SIZE = 32
+SLOTS = ("L-CC", "L-MLO", "R-CC", "R-MLO")
+
+
+def load_space_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"space_{name}", SPACE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save_tiny_mammo_models(root: Path) -> dict[str, Path]:
+    """A single-view ViT (fine-tuned from a local stand-in checkpoint) and a multi-view model, with processors."""
+    save_standin(tiny_vit_config(), root / "standin")
+    single = build_single_view_model(str(root / "standin"), LABELS, SIZE)
+    single.config.mammography = {"orientation": "laterality", "exam_aggregation": "max"}
+    models = {"single_view": single, "multi_view": multiview_model()}
+    for name, model in models.items():
+        model.save_pretrained(root / name)
+        make_mammo_processor(None, SIZE).save_pretrained(root / name)
+    return {name: root / name for name in models}
+
+
+@pytest.fixture(scope="module")
+def mammo_models(tmp_path_factory) -> dict[str, Path]:
+    return save_tiny_mammo_models(tmp_path_factory.mktemp("mammo_space_models"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """The four views of one synthetic exam, plus an unreadable file, a colour drawing and a CT DICOM."""
+    root = tmp_path_factory.mktemp("mammo_inputs")
+    write_synthetic_mammo(root / "exam", 1, seed=0, config=SyntheticMammoConfig(size=SIZE))
+    found = {"-".join(p.stem.split("_")[1:]): p for p in (root / "exam" / "images").glob("*.png")}
+    (root / "garbage.png").write_bytes(np.random.default_rng(0).bytes(4096))
+    colour_shapes().save(root / "drawing.png")
+    write_dicom(root / "ct.dcm", np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)), Modality="CT")
+    return {**found, **{p.name: p for p in root.iterdir() if p.is_file()}}
+
+
+@pytest.fixture(scope="module", params=["single_view", "multi_view"])
+def client(request, mammo_models):
+    tab = load_space_module("mammo_tab")
+    with gr.Blocks() as demo:
+        tab.add_mammography_tab(str(mammo_models[request.param]))
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+def call(client: Client, views: dict[str, Path]):
+    args = [handle_file(str(views[slot])) if slot in views else None for slot in SLOTS]
+    return client.predict(*args, api_name="/predict_mammography")
+
+
+def probabilities(label_value: dict) -> dict[str, float]:
+    return {item["label"]: item["confidence"] for item in label_value["confidences"]}
+
+
+def test_one_view_and_four_views_give_an_exam_label(client, files):
+    for views in ({"R-MLO": files["R-MLO"]}, {slot: files[slot] for slot in SLOTS}):
+        label, details = call(client, views)
+        exam = probabilities(label)
+        assert set(exam) == set(LABELS) and sum(exam.values()) == pytest.approx(1.0, abs=1e-5)
+        assert f"**Views used:** {', '.join(views)}" in details and "not a medical device" in details
+
+
+def test_bad_uploads_get_clear_errors_and_the_server_keeps_answering(client, files):
+    with pytest.raises(AppError, match="Upload at least one mammogram"):
+        call(client, {})
+    with pytest.raises(AppError, match=r"Could not read the uploaded file as a mammogram .*garbage\.png"):
+        call(client, {"L-CC": files["garbage.png"]})
+    with pytest.raises(AppError, match="L-MLO: this is a colour image .* mammograms are grey"):
+        call(client, {"L-CC": files["L-CC"], "L-MLO": files["drawing.png"]})
+    with pytest.raises(AppError, match="R-CC: this DICOM is modality CT, not a mammogram"):
+        call(client, {"R-CC": files["ct.dcm"]})
+    label, _ = call(client, {"L-CC": files["L-CC"]})  # still serving after bad input
+    assert set(probabilities(label)) == set(LABELS)
+
+
+def test_app_adds_the_tab_when_a_mammography_model_is_given(mammo_models, tmp_path):
+    """space/app.py's build_demo(..., mammo_model_id=...) builds the tab and its API endpoint next to the chest one."""
+    chest, _ = save_tiny_models(tmp_path)
+    app = load_space_module("app")
+    endpoints = {fn.api_name for fn in app.build_demo(str(chest), mammo_model_id=str(mammo_models["multi_view"]),
+                                                       precision="fp32").fns.values()}
+    assert {"predict", "predict_mammography"} <= endpoints
+    without = {fn.api_name for fn in app.build_demo(str(chest), mammo_model_id="", precision="fp32").fns.values()}
+    assert "predict_mammography" not in without
