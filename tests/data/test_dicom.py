@@ -39,8 +39,8 @@ def test_monochrome1_is_inverted():
 
 
 def test_16bit_rescale_and_window_maps_center_to_mid_grey():
-    # modality value = 2 * stored - 1024; window centre 1000 -> stored 1012
-    stored = np.array([[0, 1012], [1012, 4095]], dtype=np.uint16)
+    # modality = 2 * stored - 1024: stored [0, 962, 1012, 1062, 1112, 4095] -> [-1024, 900, 1000, 1100, 1200, 7166]
+    stored = np.array([[0, 962, 1012], [1062, 1112, 4095]], dtype=np.uint16)
     data = write_dicom(
         None,
         stored,
@@ -51,18 +51,47 @@ def test_16bit_rescale_and_window_maps_center_to_mid_grey():
         WindowWidth=400,
     )
     out = pixels_of(read_dicom(data)).astype(int)
-    assert abs(out[0, 1] - 128) <= 1
-    assert out[0, 0] == 0  # below the window
-    assert out[1, 1] == 255  # above the window
+    # PS3.3 C.11.2.1.2.1 (LINEAR): y = ((x - (c - 0.5)) / (w - 1) + 0.5) * 255, clipped, with c = 1000, w = 400:
+    # x = 900 -> 0.2506 * 255 = 63.9; x = 1000 -> 0.5013 * 255 = 127.8; x = 1100 -> 0.7519 * 255 = 191.7;
+    # x = 1200 -> 1.0025 (clipped); x = -1024 is below the window, 7166 above it.
+    np.testing.assert_array_equal(out, [[0, 64, 128], [192, 255, 255]])
 
 
 def test_16bit_without_window_is_min_max_scaled():
-    stored = np.array([[100, 2100], [4100, 4100]], dtype=np.uint16)
+    # stored = 1000 + 16 * g over a range of 16 * 255: min-max scaling gives back exactly g
+    grey = np.array([[0, 1, 64], [128, 200, 255]])
+    stored = (1000 + 16 * grey).astype(np.uint16)
     out = pixels_of(read_dicom(write_dicom(None, stored, bits_stored=16))).astype(int)
-    assert out[0, 0] == 0 and out[1, 1] == 255
-    assert abs(out[0, 1] - 128) <= 1
-    robust = pixels_of(read_dicom(write_dicom(None, stored), percentiles=(30.0, 70.0)))
-    assert robust[0, 0] == 0 and robust[1, 1] == 255
+    np.testing.assert_array_equal(out, grey)
+
+
+def test_percentiles_replace_the_min_max_range_when_there_is_no_window():
+    # 0, 100, ..., 1000: the 10th and 60th percentiles are exactly 100 and 600 (linear interpolation between
+    # ranks 1 and 6 of 11), so grey = (v - 100) / 500 * 255 = 0.51 * (v - 100), clipped to 0..255.
+    stored = (100 * np.arange(11)).astype(np.uint16).reshape(1, 11)
+    data = write_dicom(None, stored, bits_stored=16)
+    robust = pixels_of(read_dicom(data, percentiles=(10.0, 60.0))).astype(int)
+    np.testing.assert_array_equal(robust[0], [0, 0, 51, 102, 153, 204, 255, 255, 255, 255, 255])
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_12bit_monochrome1_matches_pydicom_modality_and_voi_luts(function):
+    """Our display pipeline against pydicom's own: Modality LUT, VOI LUT (window), scaled to 8 bit, inverted."""
+    from pydicom import dcmread
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    stored = np.random.default_rng(0).integers(0, 4096, (16, 16), dtype=np.uint16)
+    stored[0, :4] = [0, 4095, 1500, 1501]
+    data = write_dicom(None, stored, photometric="MONOCHROME1", bits_stored=12, RescaleSlope=0.5,
+                       RescaleIntercept=-100, WindowCenter=650, WindowWidth=900, VOILUTFunction=function)
+    ds = dcmread(io.BytesIO(data))
+    voi = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, index=0)
+    # pydicom's windowed output spans the rescaled stored range: [0 * 0.5 - 100, 4095 * 0.5 - 100]
+    low, high = -100.0, 4095 * 0.5 - 100
+    reference = 255 - np.rint((voi - low) / (high - low) * 255)
+    out = pixels_of(read_dicom(data)).astype(int)
+    assert np.abs(out - reference).max() <= 1
+    assert len(np.unique(out)) > 50  # a real grey ramp, not a few clipped levels
 
 
 def test_voi_lut_sequence_is_applied():
