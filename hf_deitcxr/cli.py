@@ -1,4 +1,4 @@
-"""`hf-deitcxr`: train, evaluate, validate-data, benchmark and quickstart from the command line."""
+"""`hf-deitcxr`: train, evaluate, validate-data, benchmark, tune, gpu-benchmark, push and quickstart."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("benchmark", help="teacher vs DeiT vs distilled DeiT over training-set sizes (see --help)",
                         add_help=False)
+    commands.add_parser("tune", help="one student recipe on the validation split, one row per run (see --help)",
+                        add_help=False)
+    commands.add_parser("gpu-benchmark", help="teacher + distilled student on an accelerator: images/s, MFU, "
+                        "accuracy; run it under `accelerate launch -m hf_deitcxr.cli` (see --help)", add_help=False)
 
     # `push` hands its arguments to its own HfArgumentParser too (hf_deitcxr/hub.py); the token never is one.
     commands.add_parser("push", help="publish a model folder (or the Space folder) to the Hub (see --help)",
@@ -51,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .experiments.benchmark import benchmark_main
 
         return benchmark_main(passed_on)
+    if args.command == "tune":
+        from .experiments.tuning import tune_main
+
+        return tune_main(passed_on)
+    if args.command == "gpu-benchmark":
+        from .experiments.gpu_benchmark import gpu_benchmark_main
+
+        return gpu_benchmark_main(passed_on)
     if args.command == "push":
         from .hub import push_main
 

@@ -8,7 +8,7 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 OUT=${OUT:-outputs/gpu_run}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -m accelerate.commands.launch --num_processes 1 --mixed_precision bf16 scripts/bench_gpu_training.py \
+python3 -m accelerate.commands.launch --num_processes 1 --mixed_precision bf16 -m hf_deitcxr.cli gpu-benchmark \
     --dataset .device_data/cxr3 --output_dir /tmp/bench_gpu \
     --teacher_images_seen "${TEACHER_IMAGES:-100000}" --student_images_seen "${STUDENT_IMAGES:-200000}" \
     2>&1 | tee "$OUT/bench_gpu.log"

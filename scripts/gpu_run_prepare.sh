@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare the device run of scripts/bench_gpu_training.py (issue 5, item 4), here on the CPU machine.
+# Prepare the device run of `hf-deitcxr gpu-benchmark` (scripts/gpu_run.sh), here on the CPU machine.
 # The device machine has torch, transformers, accelerate and most of our needs, but no internet: carry the rest as
 # Python 3.12 wheels (.whl/) and the chest X-rays (.device_data/cxr3, 48 MB), both kept out of git.
 # Then call the device tool's run with carry [".whl", ".device_data"] and the command `bash scripts/gpu_run.sh`.

@@ -1,10 +1,10 @@
-"""Training throughput, MFU and accuracy of the teacher -> student recipe on an accelerator (issue 5, item 4).
+"""Training throughput, MFU and accuracy of the teacher -> student recipe on an accelerator.
 
 Trains the DenseNet-121 teacher, then the distilled DeiT-tiny student, through the same harness as the benchmark
 (`stage_arguments` + `run_training`, so the same `Trainer`, data and metrics), at the paper's 224 px / patch 16 by
 default, in bf16 where the device has it, under `accelerate launch` (one process per GPU):
 
-    accelerate launch --num_processes 1 scripts/bench_gpu_training.py --dataset ../shared/data/cxr3 \\
+    accelerate launch --num_processes 1 -m hf_deitcxr.cli gpu-benchmark --dataset ../shared/data/cxr3 \\
         --output_dir outputs/bench_gpu --teacher_images_seen 150000 --student_images_seen 300000
 
 Per stage it reports: images/s over the whole run (the Trainer's figure) and in steady state (the second half of
@@ -49,7 +49,7 @@ class GpuBenchmarkArguments:
     output_dir: str = field(default="outputs/bench_gpu")
     image_size: int = field(default=224)
     patch_size: int = field(default=16, metadata={"help": "Student patch size"})
-    overrides: str = field(default="", metadata={"help": "Comma-separated Recipe field=value (as tune_recipe)"})
+    overrides: str = field(default="", metadata={"help": "Comma-separated Recipe field=value (as hf-deitcxr tune)"})
     teacher_images_seen: int = field(default=150_000, metadata={"help": "Teacher budget in images"})
     student_images_seen: int = field(default=300_000, metadata={"help": "Student budget in images"})
     teacher_dir: str | None = field(

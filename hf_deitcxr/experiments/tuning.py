@@ -7,7 +7,7 @@ time and, with `--eval_every_images`, the learning curve of the run (macro-F1 vs
 the final model at the real end of the schedule). A rerun skips (name, seed, images_seen) already recorded, so an
 interrupted study continues. `tuning.md` gets the tables.
 
-    python scripts/tune_recipe.py --teacher_dir outputs/quickstart/teacher --output_dir outputs/tuning \\
+    hf-deitcxr tune --teacher_dir outputs/quickstart/teacher --output_dir outputs/tuning \\
         --name lr1e-3 --overrides student_learning_rate=1e-3,drop_path_rate=0 --images_seen 9600
 """
 
