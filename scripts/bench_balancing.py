@@ -1,7 +1,7 @@
 """Which class-balancing default? The same model and budget trained with each option, on a skewed training set.
 
 Baseline: `none` (plain cross-entropy, natural sampling), measured in the same run. Each option runs through the
-benchmark harness (hf_deitcxr/benchmark.py) into `<output_dir>/<option>/`, so an interrupted run continues.
+benchmark harness (hf_deitcxr/experiments/benchmark.py) into `<output_dir>/<option>/`, so an interrupted run continues.
 Reported: macro-F1, balanced accuracy (mean per-class sensitivity) and the sensitivity of the rarest class.
 
     python scripts/bench_balancing.py --dataset ../shared/data/cxr3 --method teacher --train_size 1000

@@ -1,6 +1,7 @@
 """Data layer: load radiographs from any source into one schema, decode DICOM, split by patient, find leakage.
 
-`hf_deitcxr.data.transforms` (augmentation, collators) is a separate module and is not re-exported here.
+The training-time modules (`image_cache`, `augmentation`, `collate`, `input_spec`, `balancing`) are imported from
+their own modules and are not re-exported here.
 """
 
 from .dicom import DicomReadError, UnreadableImageError, dicom_to_image, is_dicom, read_dicom, read_radiograph

@@ -18,7 +18,7 @@ Every source becomes the same `datasets.DatasetDict` with exactly these columns 
 - `source` (string): the data's `source` column, else "unknown".
 
 Local imagefolders are read directly (os.walk + metadata files) rather than with
-`datasets.load_dataset("imagefolder")`: that is ~10x faster on cxr3 (0.6 s vs 6 s), writes no cache, and
+`datasets.load_dataset("imagefolder")`: that is much faster on cxr3, writes no cache, and
 keeps the ClassLabel/patient handling above identical for every source. The layout follows the HF
 convention: split folders named train/training, validation/valid/val/dev, test/testing/eval/evaluation (else
 everything is train), optional `metadata.csv`/`metadata.jsonl` with `file_name` relative to the metadata

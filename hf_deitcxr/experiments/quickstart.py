@@ -2,7 +2,7 @@
 
 teacher (DenseNet-121, from scratch) -> distilled DeiT-tiny student (soft distillation) -> evaluation with a
 per-source breakdown -> a Hub-ready folder. Reduced against the paper's setting so it fits ~20 minutes on 2 CPU
-cores: lower resolution (`CPU_RECIPE` in hf_deitcxr/training/recipe.py, the setting the benchmark measured) and a
+cores: lower resolution (`CPU_RECIPE` in hf_deitcxr/experiments/recipe.py, the setting the benchmark measured) and a
 budget of a few thousand training images; the numbers it prints are a smoke test of the pipeline, far from the
 method's accuracy at 224 px on a GPU (see docs/RESULTS.md).
 """

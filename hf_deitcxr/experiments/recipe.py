@@ -23,17 +23,15 @@ class Recipe:
     `teacher_batch_size` and `teacher_augment`, because what suits the CNN does not suit the ViT (docs/RESULTS.md).
     """
 
-    # 64 px with 8-px patches: the student sees an 8x8 token grid, and the teacher's forward stays cheap enough for
-    # a distillation step to cost ~1.2x a plain one (scripts/bench_training_speed.py); 224 / 16 on a GPU.
+    # 64 px with 8-px patches: the student sees an 8x8 token grid, and the teacher's forward stays cheap next to a
+    # student step (scripts/bench_training_speed.py); 224 / 16 on a GPU.
     image_size: int = 64
     patch_size: int = 8
     batch_size: int = 32
     teacher_learning_rate: float = 1e-3
     student_learning_rate: float = 5e-4
-    # Tuned on the validation split (scripts/tune_recipe.py, docs/RESULTS.md "Recipe tuning"): soft distillation
-    # without student augmentation reached 0.825 / 0.811 macro-F1 (two seeds) at 40000 images, against 0.773 /
-    # 0.781 for the DeiT-style defaults (hard, alpha 0.5, augmented), and 0.859 / 0.845 at 80000 images (teacher
-    # 0.844). Augmentation was what mattered: at 64 px it costs the ViT more than it regularises.
+    # Tuned on the validation split (`hf-deitcxr tune`; the figures are in docs/RESULTS.md "Recipe tuning"): soft
+    # distillation without student augmentation beat the DeiT-style defaults (hard, alpha 0.5, augmented).
     distillation_type: str = "soft"
     distillation_alpha: float = 0.7
     distillation_tau: float = 2.0

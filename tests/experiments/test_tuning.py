@@ -1,4 +1,4 @@
-"""Recipe tuning driver (hf_deitcxr/tuning.py): overrides, learning curve, resumable results, tables."""
+"""Recipe tuning driver (hf_deitcxr/experiments/tuning.py): overrides, learning curve, resumable results, tables."""
 
 import json
 
