@@ -17,13 +17,13 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 from ..data.collate import eval_transform_for_pil
 from ..data.dicom import ImageSource
 from ..data.input_spec import normalization_from_image_processor
+from ..models.multiview_mammo.configuration_multiview import DEFAULT_VIEW_NAMES as VIEW_SLOTS
 from ..models.multiview_mammo.configuration_multiview import MultiViewMammoConfig
 from ..serving.decode import DecodedUpload, decode_upload
 from ..serving.input_check import NON_RADIOGRAPH_MODALITIES, InputCheckConfig
 from .dataset import orient
 from .evaluation import aggregate_views
 
-VIEW_SLOTS = ("L-CC", "L-MLO", "R-CC", "R-MLO")
 # Mammograms are grey: the chest X-ray input check's colourfulness threshold (Hasler & Suesstrunk M) applies as is.
 MAX_COLOURFULNESS = InputCheckConfig().max_colourfulness
 # DICOM modalities that are certainly not a mammogram: the chest X-ray check's list, mammography (MG) excepted.

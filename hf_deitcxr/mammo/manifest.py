@@ -27,10 +27,12 @@ from ..data.dicom import is_dicom
 from ..data.sources import SPLIT_ALIASES, MissingFilesError
 from ..data.splits import patient_level_split
 from ..data.validation import LeakageError
+from ..models.multiview_mammo.configuration_multiview import DEFAULT_VIEW_NAMES
 
 logger = logging.getLogger(__name__)
 
-VIEW_SLOTS: tuple[str, ...] = ("L-CC", "L-MLO", "R-CC", "R-MLO")
+# The multi-view model's view order is the one order of the four slots.
+VIEW_SLOTS: tuple[str, ...] = tuple(DEFAULT_VIEW_NAMES)
 REQUIRED_COLUMNS: tuple[str, ...] = ("exam_id", "patient_id", "laterality", "view", "path", "label")
 _LATERALITY = {"l": "L", "left": "L", "r": "R", "right": "R"}
 _VIEW = {"cc": "CC", "mlo": "MLO"}

@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..models.multiview_mammo.configuration_multiview import DEFAULT_VIEW_NAMES as VIEW_SLOTS
+
 LABELS = ("benign", "malignant")
-VIEWS = ("L-CC", "L-MLO", "R-CC", "R-MLO")
+VIEWS = VIEW_SLOTS
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The accelerator training benchmark (hf_deitcxr/experiments/gpu_benchmark.py), run end to end on the CPU at a tiny size."""
+"""The accelerator training benchmark (experiments/gpu_benchmark.py), run end to end on the CPU at a tiny size."""
 
 import json
 
