@@ -1,0 +1,106 @@
+"""Batched radiograph augmentation: geometry, flips, intensity, reproducibility."""
+
+import pytest
+import torch
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from hf_deitcxr.data.augmentation import AugmentationConfig, RadiographAugmentation
+from hf_deitcxr.data.image_cache import preload_images
+from tests.helpers.images import radiograph_like
+
+MEAN3, STD3 = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+
+
+def float_batch(n=4, size=32, channels=1) -> torch.Tensor:
+    pixels = preload_images([radiograph_like(seed) for seed in range(n)], size)
+    return pixels.float().div(255).expand(-1, channels, -1, -1).contiguous()
+
+
+def test_augmentation_changes_pixels_but_keeps_shape_and_range():
+    images = float_batch()
+    config = AugmentationConfig(affine_p=1.0, brightness_p=1.0, gaussian_noise_p=1.0)
+    out = RadiographAugmentation(config)(images.clone(), seed=0)
+    assert out.shape == images.shape and out.dtype == torch.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert (out - images).abs().mean() > 0.01
+    three = RadiographAugmentation()(float_batch(channels=3), seed=0)
+    assert three.shape == (4, 3, 32, 32) and 0.0 <= three.min() and three.max() <= 1.0
+
+
+def test_augmentation_is_reproducible():
+    images = float_batch()
+    augmentation = RadiographAugmentation()
+    torch.testing.assert_close(augmentation(images, seed=7), augmentation(images, seed=7))
+    assert not torch.equal(augmentation(images, seed=7), augmentation(images, seed=8))
+    torch.manual_seed(1)
+    first = augmentation(images)
+    torch.manual_seed(1)
+    torch.testing.assert_close(augmentation(images), first)
+    # A seeded call leaves the global RNG alone.
+    state = torch.get_rng_state()
+    augmentation(images, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def only(**probabilities) -> AugmentationConfig:
+    """A config with every operation off except the given probabilities."""
+    names = ("affine_p", "random_resized_crop_p", "brightness_p", "contrast_p", "gaussian_noise_p")
+    off = dict.fromkeys(names, 0.0)
+    return AugmentationConfig(**{**off, **probabilities})
+
+
+def test_geometry_identity_parameters_leave_images_unchanged():
+    images = float_batch()
+    still = only(random_resized_crop_p=1.0, random_resized_crop_scale=(1.0, 1.0), random_resized_crop_ratio=(1, 1),
+                 affine_p=1.0, rotation_degrees=0.0, translate=0.0, scale=(1.0, 1.0))
+    torch.testing.assert_close(RadiographAugmentation(still)(images, seed=0), images, atol=1e-5, rtol=0)
+
+
+def horizontal_slope(images: torch.Tensor) -> float:
+    """Mean left-to-right intensity step per pixel in the central region."""
+    centre = images[..., 12:20, 12:20]
+    return float((centre[..., 1:] - centre[..., :-1]).mean())
+
+
+@pytest.mark.parametrize(
+    ("config", "factor", "black_border"),
+    [
+        # A box of a quarter of the area (half the width) blown up to the image: magnified 2x, so the ramp
+        # rises half as fast per output pixel.
+        (only(random_resized_crop_p=1.0, random_resized_crop_scale=(0.25, 0.25), random_resized_crop_ratio=(1, 1)),
+         0.5, False),
+        # Affine scale 0.5 shrinks the image: twice as steep, inside a black border.
+        (only(affine_p=1.0, rotation_degrees=0.0, translate=0.0, scale=(0.5, 0.5)), 2.0, True),
+    ],
+)
+def test_geometry_zoom_direction(config, factor, black_border):
+    ramp = torch.linspace(0.2, 0.8, 32).expand(2, 1, 32, 32).contiguous()
+    out = RadiographAugmentation(config)(ramp, seed=0)
+    assert horizontal_slope(out) == pytest.approx(factor * horizontal_slope(ramp), rel=1e-3)
+    border = torch.cat([out[..., 0, :], out[..., -1, :], out[..., :, 0], out[..., :, -1]], dim=-1)
+    assert bool((border == 0).all()) == black_border
+
+
+def test_horizontal_flip_is_off_by_default():
+    assert AugmentationConfig().horizontal_flip_p == 0.0
+    images = float_batch()
+    torch.testing.assert_close(RadiographAugmentation(only())(images, seed=0), images)
+    flipped = RadiographAugmentation(only(horizontal_flip_p=1.0))(images, seed=0)
+    torch.testing.assert_close(flipped, images.flip(-1))
+
+
+def test_contrast_stretches_about_the_mean():
+    images = float_batch()
+    out = RadiographAugmentation(only(contrast_p=1.0, contrast=0.5))(images, seed=0)
+    torch.testing.assert_close(out.mean(dim=(1, 2, 3)), images.mean(dim=(1, 2, 3)), atol=0.02, rtol=0)
+    assert not torch.allclose(out.std(dim=(1, 2, 3)), images.std(dim=(1, 2, 3)), rtol=0.05)
+
+
+def test_augmentation_identity_when_disabled_or_eval():
+    images = float_batch()
+    torch.testing.assert_close(RadiographAugmentation(AugmentationConfig(enabled=False))(images), images)
+    torch.testing.assert_close(RadiographAugmentation().eval()(images), images)
+    with pytest.raises(ValueError, match="probability"):
+        AugmentationConfig(affine_p=1.5)
+    with pytest.raises(ValueError, match="float images"):
+        RadiographAugmentation()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
