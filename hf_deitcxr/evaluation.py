@@ -13,6 +13,7 @@ from .data import load_radiograph_dataset
 from .data.collate import RadiographCollator
 from .data.image_cache import CachedImageDataset
 from .data.input_spec import input_spec_from_processor
+from .metrics.intervals import DEFAULT_NUM_RESAMPLES
 from .metrics.report import write_evaluation_report
 
 
@@ -26,11 +27,19 @@ def predict_probabilities(model, dataset: CachedImageDataset, collator, batch_si
 
 
 def evaluate_model(
-    model_path: str, dataset: str, split: str = "validation", output_dir: str | None = None, batch_size: int = 32
+    model_path: str,
+    dataset: str,
+    split: str = "validation",
+    output_dir: str | None = None,
+    batch_size: int = 32,
+    *,
+    seed: int = 0,
+    num_resamples: int = DEFAULT_NUM_RESAMPLES,
 ) -> dict:
-    """Metrics of the model at `model_path` on `split` of `dataset`.
+    """Metrics of the model at `model_path` on `split` of `dataset`, with 95 % bootstrap intervals.
 
-    Written to `output_dir` (default: `<model_path>/eval-<split>`).
+    Written to `output_dir` (default: `<model_path>/eval-<split>`). The intervals resample the split's patients
+    (its `patient_id` column) with `seed`; images where the data has no patient ids.
     """
     model = AutoModelForImageClassification.from_pretrained(model_path).eval()
     processor = AutoImageProcessor.from_pretrained(model_path)
@@ -46,4 +55,5 @@ def evaluate_model(
     return write_evaluation_report(
         target, probabilities, data.labels.numpy(), label_names, sources=data.extras.get("source"),
         extra={"model": str(model_path), "dataset": str(dataset), "split": split},
+        patient_ids=data.extras.get("patient_id"), seed=seed, num_resamples=num_resamples,
     )

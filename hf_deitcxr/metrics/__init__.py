@@ -1,4 +1,4 @@
-"""Chest X-ray classification metrics: plain function, offline `evaluate` module, per-group breakdowns."""
+"""Chest X-ray classification metrics: plain function, offline `evaluate` module, per-group breakdowns, intervals."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .cxr_metrics.cxr_metrics import compute_classification_metrics, expected_calibration_error
+from .intervals import bootstrap_intervals
 
 # The directory `evaluate.load` accepts: it holds `cxr_metrics.py`, named like the directory.
 METRIC_PATH: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cxr_metrics")
@@ -52,6 +53,7 @@ def per_group_metrics(
 
 __all__ = [
     "METRIC_PATH",
+    "bootstrap_intervals",
     "compute_classification_metrics",
     "expected_calibration_error",
     "load_cxr_metric",

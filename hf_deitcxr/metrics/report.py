@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from . import compute_classification_metrics, per_group_metrics
+from .intervals import DEFAULT_NUM_RESAMPLES, bootstrap_intervals, format_entry
 
 METRICS_FILE = "metrics.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
@@ -30,11 +31,16 @@ def write_evaluation_report(
     label_names: Sequence[str],
     sources: Sequence[Any] | None = None,
     extra: dict[str, Any] | None = None,
+    *,
+    patient_ids: Sequence[Any] | None = None,
+    seed: int = 0,
+    num_resamples: int = DEFAULT_NUM_RESAMPLES,
 ) -> dict[str, Any]:
     """Write metrics.json, confusion_matrix.png and roc_curves.png to `output_dir`; return the metrics dict.
 
-    The dict (= metrics.json) has keys `label_names`, `overall`, `per_source` ({} without `sources`) and
-    `extra` (e.g. a training summary; {} when not given).
+    The dict (= metrics.json) has keys `label_names`, `overall`, `per_source` ({} without `sources`), `extra`
+    (e.g. a training summary; {} when not given) and `intervals`: 95 % bootstrap intervals (`evaluation_intervals`)
+    resampling patients by `patient_ids` (one per image), or images when they are not given.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -46,13 +52,47 @@ def write_evaluation_report(
         "overall": overall,
         "per_source": {} if sources is None else per_group_metrics(probs, labels_arr, sources, label_names),
         "extra": _jsonable(dict(extra or {})),
+        "intervals": evaluation_intervals(probs, labels_arr, label_names, sources, patient_ids=patient_ids,
+                                          seed=seed, num_resamples=num_resamples),
     }
     (output_dir / METRICS_FILE).write_text(json.dumps(report, indent=2, allow_nan=False))
-    _save(_confusion_matrix_figure(np.asarray(overall["confusion_matrix"]), report["label_names"]),
+    overall_intervals = report["intervals"]["overall"]
+    _save(_confusion_matrix_figure(np.asarray(overall["confusion_matrix"]), report["label_names"], overall_intervals),
           output_dir / CONFUSION_MATRIX_FILE)
-    _save(_roc_figure(probs, labels_arr.astype(np.int64), report["label_names"], overall["per_class"]),
+    _save(_roc_figure(probs, labels_arr.astype(np.int64), report["label_names"], overall_intervals["per_class"]),
           output_dir / ROC_CURVES_FILE)
     return report
+
+
+def evaluation_intervals(
+    probabilities: Any,
+    labels: Any,
+    label_names: Sequence[str],
+    sources: Sequence[Any] | None = None,
+    *,
+    patient_ids: Sequence[Any] | None = None,
+    seed: int = 0,
+    num_resamples: int = DEFAULT_NUM_RESAMPLES,
+) -> dict[str, Any]:
+    """`bootstrap_intervals` overall and, with `sources`, within each source (its own patients resampled).
+
+    Returns {"overall": ..., "per_source": {source: ...}}, keyed like `per_group_metrics`; every group uses `seed`.
+    """
+    options = dict(seed=seed, num_resamples=num_resamples)
+    overall = bootstrap_intervals(probabilities, labels, label_names, patient_ids=patient_ids, **options)
+    if sources is None:
+        return {"overall": overall, "per_source": {}}
+    keys = np.asarray([str(source) for source in sources])
+    if len(keys) != len(labels):
+        raise ValueError(f"sources has {len(keys)} entries but there are {len(labels)} labels")
+    probs, labels_arr = np.asarray(probabilities), np.asarray(labels)
+    all_ids = None if patient_ids is None else list(patient_ids)
+    per_source = {}
+    for key in sorted(set(keys.tolist())):
+        rows = np.flatnonzero(keys == key)
+        ids = None if all_ids is None else [all_ids[i] for i in rows]
+        per_source[key] = bootstrap_intervals(probs[rows], labels_arr[rows], label_names, patient_ids=ids, **options)
+    return {"overall": overall, "per_source": per_source}
 
 
 def make_compute_metrics(label_names: Sequence[str]) -> Callable[[Any], dict[str, float]]:
@@ -120,10 +160,11 @@ def _save(figure: Figure, path: Path) -> None:
     FigureCanvasAgg(figure).print_png(str(path))
 
 
-def _confusion_matrix_figure(counts: np.ndarray, label_names: list[str]) -> Figure:
+def _confusion_matrix_figure(counts: np.ndarray, label_names: list[str], intervals: dict[str, Any]) -> Figure:
     support = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, support, out=np.zeros(counts.shape, dtype=np.float64), where=support > 0)
-    figure = Figure(figsize=(11, 4.8), layout="constrained")
+    figure = Figure(figsize=(11, 5.2), layout="constrained")
+    figure.suptitle(headline_with_intervals(intervals))
     axes = figure.subplots(1, 2)
     _draw_matrix(axes[0], counts, label_names, "Confusion matrix (counts)", "{:d}", max(1, counts.max()))
     _draw_matrix(axes[1], normalised, label_names, "Row-normalised (recall per true class)", "{:.2f}", 1.0)
@@ -145,6 +186,16 @@ def _draw_matrix(ax, values: np.ndarray, label_names: list[str], title: str, fmt
         ax.text(col, row, text, ha="center", va="center", color="white" if value > 0.5 * vmax else "black")
 
 
+def headline_with_intervals(intervals: dict[str, Any]) -> str:
+    """A figure title: accuracy, balanced accuracy, macro-F1 and macro AUC with their intervals, then how many."""
+    named = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro-F1", "macro_f1"),
+             ("macro AUC", "macro_auc"))
+    unit = "patients" if intervals["resampled"] == "patient" else "images"
+    return (" · ".join(f"{label} {format_entry(intervals[key])}" for label, key in named)
+            + f"\n({intervals['confidence']:.0%} bootstrap intervals over {intervals['num_clusters']} {unit}, "
+            f"n = {intervals['num_examples']})")
+
+
 def _roc_figure(
     probs: np.ndarray, labels: np.ndarray, label_names: list[str], per_class: dict[str, dict[str, Any]]
 ) -> Figure:
@@ -152,11 +203,11 @@ def _roc_figure(
     ax = figure.subplots()
     for k, name in enumerate(label_names):
         auc = per_class[name]["auc"]
-        if auc is None:  # one-vs-rest curve undefined: the class is absent or is every example
+        if auc["estimate"] is None:  # one-vs-rest curve undefined: the class is absent or is every example
             ax.plot([], [], linestyle="none", label=f"{name} (AUC n/a)")
             continue
         fpr, tpr, _ = roc_curve(labels == k, probs[:, k])
-        ax.plot(fpr, tpr, linewidth=2, label=f"{name} (AUC = {auc:.3f})")
+        ax.plot(fpr, tpr, linewidth=2, label=f"{name} (AUC {format_entry(auc)})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)

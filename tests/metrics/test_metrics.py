@@ -11,8 +11,14 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from transformers import EvalPrediction
 
-from hf_deitcxr.metrics import METRIC_PATH, compute_classification_metrics, load_cxr_metric, per_group_metrics
-from hf_deitcxr.metrics.report import make_compute_metrics, write_evaluation_report
+from hf_deitcxr.metrics import (
+    METRIC_PATH,
+    bootstrap_intervals,
+    compute_classification_metrics,
+    load_cxr_metric,
+    per_group_metrics,
+)
+from hf_deitcxr.metrics.report import headline_with_intervals, make_compute_metrics, write_evaluation_report
 from tests.helpers.tiny_models import LABELS as LABELS_IN_ORDER
 
 NAMES = LABELS_IN_ORDER
@@ -134,7 +140,7 @@ def test_report_writes_files(tmp_path):
     out = tmp_path / "out"
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == report
-    assert set(on_disk) == {"overall", "per_source", "label_names", "extra"}
+    assert set(on_disk) == {"overall", "per_source", "label_names", "extra", "intervals"}
     assert on_disk["label_names"] == NAMES and set(on_disk["per_source"]) == {"siteA", "siteB"}
     assert on_disk["extra"] == {"stage": "distill", "steps": 3, "loss": None}
     assert on_disk["overall"]["accuracy"] == pytest.approx(5 / 8)
@@ -144,6 +150,33 @@ def test_report_writes_files(tmp_path):
             assert image.format == "PNG" and min(image.size) > 100
     no_sources = write_evaluation_report(tmp_path / "plain", PROBS, LABELS, NAMES)
     assert no_sources["per_source"] == {} and no_sources["extra"] == {}
+    # 8 images are too few to resample: the intervals say so instead of failing
+    assert no_sources["intervals"]["per_source"] == {}
+    assert "only 8 image(s)" in no_sources["intervals"]["overall"]["accuracy"]["reason"]
+
+
+def test_report_intervals_resample_each_sources_own_patients(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(120) % 3
+    logits = rng.normal(size=(120, 3)) + 1.5 * np.eye(3)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    sources = np.where(np.arange(120) < 60, "siteA", "siteB")
+    patients = [f"p{i // 4}" for i in range(120)]
+    report = write_evaluation_report(tmp_path, probs, labels, NAMES, sources=list(sources), patient_ids=patients,
+                                     seed=3, num_resamples=300)
+    assert report["overall"] == compute_classification_metrics(probs, labels, label_names=NAMES)  # unchanged
+    intervals = json.loads((tmp_path / "metrics.json").read_text())["intervals"]
+    assert intervals == report["intervals"] and set(intervals["per_source"]) == {"siteA", "siteB"}
+    overall = intervals["overall"]
+    assert overall == bootstrap_intervals(probs, labels, NAMES, patient_ids=patients, seed=3, num_resamples=300)
+    assert overall["resampled"] == "patient" and overall["num_clusters"] == 30
+    site_b = sources == "siteB"
+    assert intervals["per_source"]["siteB"] == bootstrap_intervals(
+        probs[site_b], labels[site_b], NAMES, patient_ids=list(np.asarray(patients)[site_b]), seed=3,
+        num_resamples=300)
+    assert intervals["per_source"]["siteA"]["accuracy"]["estimate"] == report["per_source"]["siteA"]["accuracy"]
+    assert overall["accuracy"]["low"] < overall["accuracy"]["estimate"] < overall["accuracy"]["high"]
+    assert "accuracy 0." in headline_with_intervals(overall) and "over 30 patients" in headline_with_intervals(overall)
 
 
 def test_compute_metrics_for_trainer():
