@@ -1,8 +1,10 @@
 """The Space in a real browser: headless Debian Chromium driven by Playwright uploads a radiograph in the page, clicks
 Classify and reads the predicted label from the DOM; a file that is not an image shows the app's error message.
 
-By default the app serves a tiny random student and teacher; `SPACE_TEST_MODEL_ID` (and `SPACE_TEST_TEACHER_ID`) run
-the same checks against saved models, e.g. the quickstart output:
+By default the app serves a tiny student and teacher whose heads are set so that the uploaded radiograph and the
+clicked example get different labels from each model (`save_tiny_models_that_tell_apart`): the page must show the
+labels of the image that was sent, not those of any image. `SPACE_TEST_MODEL_ID` (and `SPACE_TEST_TEACHER_ID`) run
+the same checks against saved models (the expected labels then come from the predictor), e.g. the quickstart output:
 
     SPACE_TEST_MODEL_ID=outputs/quickstart/distill SPACE_TEST_TEACHER_ID=outputs/quickstart/teacher \
         pytest tests/test_browser.py
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.serving_models import RADIOGRAPHS, save_tiny_models
+from tests.helpers.serving_models import RADIOGRAPHS, save_tiny_models_that_tell_apart
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (Debian package chromium)")
@@ -31,23 +33,35 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
 TIMEOUT_MS = 60_000
+UPLOAD = RADIOGRAPHS[1]  # uploaded through the file input (RADIOGRAPHS[0] is the same image as EXAMPLE)
+EXAMPLE = sorted(APP.parent.glob("examples/*.jpg"))[0]  # clicked in the examples table
+# (student, teacher) top labels the tiny models are built to give: each model tells the two images apart
+DESIGNED = {UPLOAD: ("pneumonia", "covid"), EXAMPLE: ("normal", "pneumonia")}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """(url, predictor) of the Space app serving a student and a teacher, launched in this process on loopback."""
+    """(url, {image: (student label, teacher label)}) of the Space app, launched in this process on loopback."""
     spec = importlib.util.spec_from_file_location("space_app_browser", APP)
     app = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app)
     student, teacher = os.environ.get("SPACE_TEST_MODEL_ID"), os.environ.get("SPACE_TEST_TEACHER_ID") or None
-    if not student:
-        student, teacher = (str(p) for p in save_tiny_models(tmp_path_factory.mktemp("browser_models")))
+    if student:
+        from hf_deitcxr.serving import ChestXrayPredictor
+
+        predictor = ChestXrayPredictor.from_pretrained(student, teacher, precision="fp32")
+        expected = {}
+        for image in DESIGNED:
+            result = predictor.predict(image)
+            expected[image] = (result.student.label, result.teacher.label if result.teacher else None)
+    else:
+        root = tmp_path_factory.mktemp("browser_models")
+        student, teacher = (str(p) for p in save_tiny_models_that_tell_apart(root, DESIGNED))
+        expected = DESIGNED
     demo = app.build_demo(student, teacher, precision="fp32")
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-    from hf_deitcxr.serving import ChestXrayPredictor
-
     try:
-        yield demo.local_url, ChestXrayPredictor.from_pretrained(student, teacher, precision="fp32")
+        yield demo.local_url, expected
     finally:
         demo.close()
 
@@ -81,24 +95,22 @@ def upload_and_classify(page, url: str, path: Path) -> None:
 
 
 def test_upload_in_the_page_shows_the_predicted_label(served, page, tmp_path):
-    url, predictor = served
+    url, expected = served
     radiograph = tmp_path / "chest.jpg"
-    shutil.copy(RADIOGRAPHS[0], radiograph)
-    expected = predictor.predict(radiograph)
+    shutil.copy(UPLOAD, radiograph)
 
     upload_and_classify(page, url, radiograph)
-    assert shown_labels(page) == [expected.student.label, expected.teacher.label]  # student, then teacher
+    assert shown_labels(page) == list(expected[UPLOAD])  # student, then teacher
     # The heatmap arrives as a separate file after the labels render: wait for it instead of reading it at once.
     page.locator(".block", has_text="Attention rollout").locator("img").first.wait_for(state="visible")
     assert page.get_by_text("not a medical device").first.is_visible()
 
 
 def test_clicking_an_example_classifies_it(served, page):
-    url, predictor = served
+    url, expected = served
     open_app(page, url)
-    example = sorted(APP.parent.glob("examples/*.jpg"))[0]
-    page.get_by_text(example.name).first.click()  # no Classify click: the example runs at once
-    assert shown_labels(page)[0] == predictor.predict(example).student.label
+    page.get_by_text(EXAMPLE.name).first.click()  # no Classify click: the example runs at once
+    assert shown_labels(page) == list(expected[EXAMPLE])
 
 
 def shown_labels(page, count: int = 2) -> list[str]:
