@@ -7,10 +7,11 @@ labels of the image that was sent, not those of any image. `SPACE_TEST_MODEL_ID`
 the same checks against saved models (the expected labels then come from the predictor), e.g. the quickstart output:
 
     SPACE_TEST_MODEL_ID=outputs/quickstart/distill SPACE_TEST_TEACHER_ID=outputs/quickstart/teacher \
-        pytest tests/test_browser.py
+        pytest tests/serving/test_browser.py
 
-Needs /usr/bin/chromium (Debian: `apt-get install -y chromium chromium-driver`; `.ci/run` installs it). Playwright is
-used only as a driver of that system browser: its own browser downloads are never used.
+Needs /usr/bin/chromium (Debian: `apt-get install -y chromium chromium-driver`; `.ci/run` installs it): without it
+the tests skip, except in CI (CI=true), where they fail. Playwright is used only as a driver of that system browser:
+its own browser downloads are never used.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ import pytest
 from tests.helpers.serving_models import RADIOGRAPHS, save_tiny_models_that_tell_apart
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (Debian package chromium)")
+# Outside CI a machine without Chromium skips these tests; in CI (CI=true, as CI services set it) they must run, so
+# a missing browser fails them instead (`page` below): a CI run that could not install Chromium is not green.
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not IN_CI,
+                                reason="/usr/bin/chromium is absent (Debian package chromium)")
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 APP = Path(__file__).resolve().parents[2] / "space" / "app.py"
@@ -68,6 +73,8 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(served, tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.fail(f"CI is set but {CHROMIUM} is absent: .ci/run must install Debian's chromium", pytrace=False)
     from playwright.sync_api import sync_playwright
 
     profile = tmp_path_factory.mktemp("chromium_profile")  # a fresh user-data-dir

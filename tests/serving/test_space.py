@@ -170,9 +170,8 @@ def test_without_gradio_the_app_says_how_to_install_it(models):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.slow
 def test_app_runs_as_a_script_from_inside_space(models, tmp_path):
-    """`cd space && MODEL_ID=... python app.py`, as on a Hugging Face Space, answered through the API."""
+    """`cd space && MODEL_ID=... python app.py`, as on a Hugging Face Space, answered through the API (~8 s)."""
     import socket
     import subprocess
     import time
