@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..metrics.intervals import SUMMARY_KEYS, format_interval, interval_bounds
 from ..training.arguments import configure_logging
 from .recipe import CPU_RECIPE, Recipe, stage_arguments
 
@@ -154,8 +155,45 @@ def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall
         "train_images_per_s": extra.get("train_samples_per_second"),
         "parameters": count_parameters(model_dir),
         "latency_ms_batch1": cpu_latency_ms(model_dir, recipe.image_size, repeats=latency_repeats),
-        "image_size": recipe.image_size,
+        "image_size": recipe.image_size, "intervals": row_intervals(report),
     }
+
+
+def row_intervals(report: dict) -> dict:
+    """[low, high] of a run's accuracy-type figures, from its metrics.json intervals ({} when it has none)."""
+    intervals = report.get("intervals")
+    if not intervals:
+        return {}
+    overall = intervals["overall"]
+    return {
+        "resampled": overall["resampled"], "confidence": overall["confidence"],
+        "num_resamples": overall["num_resamples"], **{key: interval_bounds(overall[key]) for key in SUMMARY_KEYS},
+        "per_source_accuracy": {source: interval_bounds(values["accuracy"])
+                                for source, values in intervals["per_source"].items()},
+    }
+
+
+def metric_cell(row: dict, key: str, source: str | None = None) -> str:
+    """A row's figure (`key`, or the accuracy on `source`) with its 95 % interval: '0.872 (0.851–0.890)'."""
+    value = row.get(key) if source is None else row["per_source_accuracy"].get(source)
+    intervals = row.get("intervals")
+    if not intervals:  # a row recorded before runs saved intervals
+        return format_metric(value)
+    bounds = intervals.get(key) if source is None else intervals["per_source_accuracy"].get(source)
+    return format_interval(value, bounds)
+
+
+def interval_note(results: Sequence[dict]) -> str:
+    """How the table's intervals were computed, from the rows themselves."""
+    recorded = [r["intervals"] for r in results if r.get("intervals")]
+    if not recorded:
+        return "No run recorded intervals."
+    units = sorted({"patients" if i["resampled"] == "patient" else "images" for i in recorded})
+    resamples = sorted({i["num_resamples"] for i in recorded})
+    missing = len(results) - len(recorded)
+    return (f"In brackets: {recorded[0]['confidence']:.0%} percentile bootstrap intervals resampling the evaluation "
+            f"split's {' or '.join(units)} ({'/'.join(map(str, resamples))} resamples; each run's metrics.json)"
+            + (f"; {missing} older run(s) without intervals." if missing else "."))
 
 
 def read_results(path: Path) -> list[dict]:
@@ -204,8 +242,10 @@ def summary_markdown(results: Sequence[dict], args: BenchmarkArguments) -> str:
     largest = max((r["train_size"] for r in results), key=_size_key)
     budget = (f"Budget: {args.images_seen} training images seen per run, {args.image_size} px (student patch "
               f"{args.patch_size}), evaluation on the full validation split.")
-    lines = [budget, "", f"### N = {largest}", "", full_table(results, largest), "",
-             "### Data efficiency (macro-F1, mean over seeds [min-max])", "", curve_table(results)]
+    lines = [budget, interval_note(results), "", f"### N = {largest}", "", full_table(results, largest), "",
+             "### Data efficiency (macro-F1)", "", "One seed: value (95 % interval). Several seeds: their mean "
+             "[min–max over the seeds], how many seeds, and the lowest to highest bound of their 95 % intervals.",
+             "", curve_table(results)]
     return "\n".join(lines) + "\n"
 
 
@@ -217,9 +257,9 @@ def full_table(results: Sequence[dict], size: str) -> str:
               + [f"acc. {s}" for s in sources] + ["train s", "params (M)", "CPU latency b1 (ms)"])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in sorted(rows, key=lambda r: (list(METHODS).index(r["method"]), r["seed"])):
-        cells = [r["method"], str(r["seed"])] + [format_metric(r[key]) for key in ("accuracy", "macro_f1", "macro_auc")]
+        cells = [r["method"], str(r["seed"])] + [metric_cell(r, key) for key in ("accuracy", "macro_f1", "macro_auc")]
         cells += [format_metric(r["sensitivity"].get(c)) for c in classes]
-        cells += [format_metric(r["per_source_accuracy"].get(s)) for s in sources]
+        cells += [metric_cell(r, "per_source_accuracy", s) for s in sources]
         cells += [f"{r['train_runtime_s']:.0f}" if r.get("train_runtime_s") else "n/a",
                   f"{r['parameters'] / 1e6:.2f}", f"{r['latency_ms_batch1']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -238,17 +278,27 @@ def curve_points(results: Sequence[dict]) -> dict[str, list[tuple[str, float, fl
 
 
 def curve_table(results: Sequence[dict]) -> str:
-    points = curve_points(results)
     sizes = sorted({r["train_size"] for r in results}, key=_size_key)
     lines = ["| method | " + " | ".join(f"N={s}" for s in sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
-    for method in (m for m in METHODS if m in points):
-        by_size = {p[0]: p for p in points[method]}
-        cells = []
-        for size in sizes:
-            p = by_size.get(size)
-            cells.append("n/a" if p is None else f"{p[1]:.3f}" + (f" [{p[2]:.3f}-{p[3]:.3f}]" if p[4] > 1 else ""))
+    for method in (m for m in METHODS if any(r["method"] == m for r in results)):
+        cells = [curve_cell([r for r in results if r["method"] == method and r["train_size"] == size])
+                 for size in sizes]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def curve_cell(rows: Sequence[dict]) -> str:
+    """Macro-F1 of one (method, N): one seed with its interval; several seeds as mean [range], k seeds, bounds."""
+    if not rows:
+        return "n/a"
+    if len(rows) == 1:
+        return metric_cell(rows[0], "macro_f1")
+    values = [r["macro_f1"] for r in rows]
+    cell = f"{np.mean(values):.3f} [{min(values):.3f}–{max(values):.3f}], {len(rows)} seeds"
+    bounds = [(r.get("intervals") or {}).get("macro_f1") for r in rows]
+    if all(bounds):
+        cell += f", CIs {min(b[0] for b in bounds):.3f}–{max(b[1] for b in bounds):.3f}"
+    return cell
 
 
 def plot_data_efficiency(results: Sequence[dict], path: Path) -> None:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..training.arguments import STAGES, configure_logging
-from .benchmark import format_metric, read_results
+from .benchmark import format_metric, interval_note, metric_cell, read_results, row_intervals
 from .recipe import CPU_RECIPE, Recipe, stage_arguments
 
 logger = logging.getLogger(__name__)
@@ -137,6 +137,7 @@ def tuning_row(args: TuneArguments, recipe: Recipe, seed: int, images_seen: int,
         "curve": learning_curve(run_dir, recipe.batch_size_for(args.stage), images_seen, overall["macro_f1"]),
         "train_runtime_s": extra.get("train_runtime_s"), "train_images_per_s": extra.get("train_samples_per_second"),
         "wall_s": round(wall, 1), "teacher_dir": args.teacher_dir, "teacher_macro_f1": teacher_macro_f1(args),
+        "intervals": row_intervals(report),
     }
 
 
@@ -162,8 +163,9 @@ def teacher_macro_f1(args: TuneArguments) -> float | None:
 def summary_markdown(results: Sequence[dict]) -> str:
     teacher = next((r["teacher_macro_f1"] for r in results if r.get("teacher_macro_f1") is not None), None)
     head = f"Teacher validation macro-F1: {teacher:.3f}." if teacher is not None else "No teacher metrics."
-    return "\n".join([head, "", results_table(results, teacher), "", "Learning curves (validation macro-F1 at "
-                      "images seen; the last point is the end of the schedule):", "", curve_table(results)]) + "\n"
+    curves = "Learning curves (validation macro-F1 at images seen; the last point is the end of the schedule):"
+    return "\n".join([head, interval_note(results), "", results_table(results, teacher), "", curves, "",
+                      curve_table(results)]) + "\n"
 
 
 def results_table(results: Sequence[dict], teacher: float | None = None) -> str:
@@ -175,10 +177,10 @@ def results_table(results: Sequence[dict], teacher: float | None = None) -> str:
     for r in sorted(results, key=lambda r: (r["name"], r["images_seen"], r["seed"])):
         overrides = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "(CPU_RECIPE)"
         gap = "n/a" if teacher is None else f"{teacher - r['macro_f1']:+.3f}"
-        cells = [r["name"], overrides, str(r["seed"]), str(r["images_seen"]), format_metric(r["accuracy"]),
-                 format_metric(r["macro_f1"]), gap]
+        cells = [r["name"], overrides, str(r["seed"]), str(r["images_seen"]), metric_cell(r, "accuracy"),
+                 metric_cell(r, "macro_f1"), gap]
         cells += [format_metric(r["sensitivity"].get(c)) for c in classes]
-        cells += [format_metric(r["per_source_accuracy"].get(s)) for s in sources]
+        cells += [metric_cell(r, "per_source_accuracy", s) for s in sources]
         cells.append(f"{r['wall_s']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

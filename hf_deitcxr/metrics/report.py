@@ -163,8 +163,8 @@ def _save(figure: Figure, path: Path) -> None:
 def _confusion_matrix_figure(counts: np.ndarray, label_names: list[str], intervals: dict[str, Any]) -> Figure:
     support = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, support, out=np.zeros(counts.shape, dtype=np.float64), where=support > 0)
-    figure = Figure(figsize=(11, 5.2), layout="constrained")
-    figure.suptitle(headline_with_intervals(intervals))
+    figure = Figure(figsize=(11, 5.6), layout="constrained")
+    figure.suptitle(headline_with_intervals(intervals), fontsize="medium")
     axes = figure.subplots(1, 2)
     _draw_matrix(axes[0], counts, label_names, "Confusion matrix (counts)", "{:d}", max(1, counts.max()))
     _draw_matrix(axes[1], normalised, label_names, "Row-normalised (recall per true class)", "{:.2f}", 1.0)
@@ -191,7 +191,8 @@ def headline_with_intervals(intervals: dict[str, Any]) -> str:
     named = (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"), ("macro-F1", "macro_f1"),
              ("macro AUC", "macro_auc"))
     unit = "patients" if intervals["resampled"] == "patient" else "images"
-    return (" · ".join(f"{label} {format_entry(intervals[key])}" for label, key in named)
+    parts = [f"{label} {format_entry(intervals[key])}" for label, key in named]
+    return (" · ".join(parts[:2]) + "\n" + " · ".join(parts[2:])  # two lines: one is wider than the figure
             + f"\n({intervals['confidence']:.0%} bootstrap intervals over {intervals['num_clusters']} {unit}, "
             f"n = {intervals['num_examples']})")
 
@@ -207,7 +208,7 @@ def _roc_figure(
             ax.plot([], [], linestyle="none", label=f"{name} (AUC n/a)")
             continue
         fpr, tpr, _ = roc_curve(labels == k, probs[:, k])
-        ax.plot(fpr, tpr, linewidth=2, label=f"{name} (AUC {format_entry(auc)})")
+        ax.plot(fpr, tpr, linewidth=2, label=f"{name}: AUC {format_entry(auc)}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)

@@ -2,12 +2,23 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from hf_deitcxr.cli import main
-from hf_deitcxr.experiments.benchmark import BenchmarkArguments, curve_points, planned_runs
+from hf_deitcxr.experiments.benchmark import (
+    BenchmarkArguments,
+    curve_cell,
+    curve_points,
+    full_table,
+    planned_runs,
+    row_intervals,
+    summary_markdown,
+)
 from hf_deitcxr.experiments.recipe import CPU_RECIPE, stage_arguments
+from hf_deitcxr.metrics.report import write_evaluation_report
 from tests.helpers.synthetic import write_imagefolder
+from tests.helpers.tiny_models import LABELS
 
 
 def test_planned_runs_use_every_seed_only_for_small_sizes():
@@ -46,6 +57,7 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert all(r["num_train_images"] < 48 for r in rows if r["train_size"] == "24")
     assert all(0 <= r["macro_f1"] <= 1 and r["parameters"] > 0 and r["latency_ms_batch1"] > 0 for r in rows)
     assert set(rows[0]["per_source_accuracy"]) == {"site_a", "site_b"}
+    assert all(set(r["intervals"]["per_source_accuracy"]) == {"site_a", "site_b"} for r in rows)
     table = (out / "benchmark.md").read_text()
     assert "| distill_soft |" in table and "N=all" in table
     assert (out / "data_efficiency.png").stat().st_size > 1000
@@ -56,3 +68,47 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     assert "[benchmark] N=" not in capsys.readouterr().out
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
+def bench_row(method: str, seed: int, macro_f1: float, bounds: list[float] | None, size: str = "all") -> dict:
+    """A results.jsonl row as `result_row` writes it, with a made-up macro-F1 interval (None: too few patients)."""
+    intervals = {"resampled": "patient", "confidence": 0.95, "num_resamples": 2000, "accuracy": [0.7, 0.9],
+                 "balanced_accuracy": [0.6, 0.9], "macro_f1": bounds, "macro_auc": None,
+                 "per_source_accuracy": {"site_a": [0.55, 0.95]}}
+    return {"method": method, "train_size": size, "seed": seed, "num_train_images": 48, "accuracy": 0.8,
+            "macro_f1": macro_f1, "macro_auc": 0.9, "sensitivity": {"covid": 0.5},
+            "per_source_accuracy": {"site_a": 0.75}, "train_runtime_s": 3.0, "parameters": 5e6,
+            "latency_ms_batch1": 1.0, "intervals": intervals}
+
+
+def test_tables_give_each_accuracy_type_figure_its_interval_and_say_when_seeds_are_pooled():
+    rows = [bench_row("teacher", 0, 0.7, [0.6, 0.8], "24"), bench_row("teacher", 1, 0.8, [0.65, 0.9], "24"),
+            bench_row("teacher", 0, 0.85, [0.8, 0.9])]
+    old = {key: value for key, value in bench_row("baseline", 0, 0.5, None).items() if key != "intervals"}
+    args = BenchmarkArguments(dataset="x")
+    text = summary_markdown(rows + [old], args)
+    full = full_table(rows + [old], "all")
+    assert "| teacher | 0 | 0.800 (0.700–0.900) | 0.850 (0.800–0.900) | 0.900 (CI n/a) | 0.500 | " \
+           "0.750 (0.550–0.950) |" in full
+    assert "| baseline | 0 | 0.800 | 0.500 | 0.900 | 0.500 | 0.750 |" in full  # recorded before intervals
+    # several seeds: mean [range], how many, and the span of their intervals; one seed: its own interval
+    assert "| teacher | 0.750 [0.700–0.800], 2 seeds, CIs 0.600–0.900 | 0.850 (0.800–0.900) |" in text
+    assert "95% percentile bootstrap intervals resampling the evaluation split's patients (2000 resamples" in text
+    assert "1 older run(s) without intervals" in text
+    assert curve_cell([bench_row("teacher", 0, 0.7, None), bench_row("teacher", 1, 0.8, [0.6, 0.9])]) == \
+        "0.750 [0.700–0.800], 2 seeds"
+
+
+def test_rows_take_their_intervals_from_the_runs_metrics(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    probs = rng.dirichlet(np.ones(3), size=60)
+    report = write_evaluation_report(tmp_path, probs, labels, LABELS, sources=["site_a"] * 60,
+                                     patient_ids=[f"p{i // 2}" for i in range(60)], num_resamples=100)
+    got = row_intervals(report)
+    overall = report["intervals"]["overall"]
+    assert got["resampled"] == "patient" and got["num_resamples"] == 100
+    assert got["macro_f1"] == [overall["macro_f1"]["low"], overall["macro_f1"]["high"]]
+    assert got["per_source_accuracy"]["site_a"] == [report["intervals"]["per_source"]["site_a"]["accuracy"]["low"],
+                                                    report["intervals"]["per_source"]["site_a"]["accuracy"]["high"]]
+    assert row_intervals({"overall": {}}) == {}  # a report from before intervals

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hf_deitcxr.experiments.recipe import CPU_RECIPE, stage_arguments
-from hf_deitcxr.experiments.tuning import TuneArguments, parse_overrides, tune_main
+from hf_deitcxr.experiments.tuning import TuneArguments, parse_overrides, summary_markdown, tune_main
 from hf_deitcxr.training.run import run_training
 from tests.helpers.synthetic import write_imagefolder
 
@@ -78,3 +78,16 @@ def test_tuning_runs_records_a_curve_and_resumes(tmp_path, capsys):
     assert tune_main(argv) == 0
     assert "already in" in capsys.readouterr().out
     assert len((tmp_path / "tune" / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_table_cells_carry_each_runs_interval():
+    intervals = {"resampled": "image", "confidence": 0.95, "num_resamples": 1000, "accuracy": [0.71, 0.88],
+                 "balanced_accuracy": None, "macro_f1": [0.65, 0.84], "macro_auc": None,
+                 "per_source_accuracy": {"site_a": None}}
+    row = {"name": "lr", "overrides": {"student_learning_rate": 0.001}, "seed": 1, "images_seen": 96,
+           "accuracy": 0.8, "macro_f1": 0.75, "sensitivity": {"covid": 0.6}, "per_source_accuracy": {"site_a": 0.7},
+           "curve": [[96, 0.75]], "wall_s": 12.0, "teacher_macro_f1": 0.8, "intervals": intervals}
+    text = summary_markdown([row])
+    assert ("| lr | student_learning_rate=0.001 | 1 | 96 | 0.800 (0.710–0.880) | 0.750 (0.650–0.840) | +0.050 | "
+            "0.600 | 0.700 (CI n/a) | 12 |") in text
+    assert "resampling the evaluation split's images (1000 resamples" in text
