@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 from transformers import DeiTConfig, DeiTForImageClassification, DeiTForImageClassificationWithTeacher
 
 from hf_deitcxr import DeiTCXRConfig, DeiTCXRForImageClassificationWithTeacher, make_image_processor
@@ -22,7 +23,12 @@ from hf_deitcxr.serving.explain import attention_rollout, class_activation_map, 
 from hf_deitcxr.serving.fast_deit import FusedDeiT
 from hf_deitcxr.serving.input_check import LayoutModel
 from tests.helpers.dicom_files import write_dicom
-from tests.helpers.serving_models import RADIOGRAPHS, colour_shapes, save_tiny_models
+from tests.helpers.serving_models import (
+    RADIOGRAPHS,
+    colour_shapes,
+    save_tiny_models,
+    save_tiny_models_that_tell_apart,
+)
 from tests.helpers.tiny_models import LABELS, tiny_deit_kwargs
 
 
@@ -246,15 +252,41 @@ def test_teacher_cam_is_the_class_map_whose_mean_is_the_logit(models):
                                _unit(torch.relu(cam).numpy()), atol=1e-5)
 
 
-def test_bf16_precision_runs_and_stays_close_to_fp32(models):
-    fp32 = RadiographClassifier.from_pretrained(models[0], precision="fp32")
-    bf16 = RadiographClassifier.from_pretrained(models[0], precision="bf16")
-    assert next(bf16.model.parameters()).dtype == torch.bfloat16
-    grey = Image.open(RADIOGRAPHS[5])
-    a, b = fp32.predict(grey), bf16.predict(grey)
-    for label in LABELS:
-        assert a.probabilities[label] == pytest.approx(b.probabilities[label], abs=0.02)
-    assert b.heatmap.shape == (4, 4)
+@pytest.fixture(scope="module")
+def contrasting(tmp_path_factory) -> tuple[tuple[Path, Path], list[Path]]:
+    """Tiny student and teacher that tell a radiograph from its inversion, and those two images.
+
+    The heads are set by hand (`save_tiny_models_that_tell_apart`): each image gets logits (+4, -4, 0) for its own
+    labels, so its log-probabilities differ from the other image's by 8 for two classes.
+    """
+    root = tmp_path_factory.mktemp("contrasting")
+    grey = Image.open(RADIOGRAPHS[5]).convert("L")
+    images = [root / "radiograph.png", root / "inverted.png"]
+    grey.save(images[0])
+    ImageOps.invert(grey).save(images[1])
+    folders = save_tiny_models_that_tell_apart(root, {images[0]: ("pneumonia", "covid"),
+                                                      images[1]: ("covid", "normal")})
+    return folders, images
+
+
+def test_bf16_precision_runs_and_stays_close_to_fp32(contrasting):
+    # bf16 moves each log-probability by < 0.25 (measured <= 0.07), 1/32 of the 8 an inverted input moves it by
+    folders, images = contrasting
+    for folder in folders:
+        fp32 = RadiographClassifier.from_pretrained(folder, precision="fp32")
+        bf16 = RadiographClassifier.from_pretrained(folder, precision="bf16")
+        assert next(bf16.model.parameters()).dtype == torch.bfloat16
+        labels = []
+        for image in images:
+            grey = Image.open(image)
+            a, b = fp32.predict(grey), bf16.predict(grey)
+            assert b.label == a.label
+            for label in LABELS:
+                assert math.log(b.probabilities[label]) == pytest.approx(math.log(a.probabilities[label]), abs=0.25)
+            labels.append(a.label)
+        assert labels[0] != labels[1]  # the models do tell the two inputs apart
+        if folder == folders[0]:
+            assert b.heatmap.shape == (4, 4)  # the student's rollout, on its 4 x 4 patch grid
 
 
 def test_overlay_keeps_the_aspect_ratio_and_limits_the_size():
