@@ -36,16 +36,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def measure(model_name: str, precision: str, args: argparse.Namespace) -> list[dict]:
     import torch
 
-    from hf_deitcxr.training.arguments import ModelArguments
     from hf_deitcxr.training.builders import build_student, build_teacher
 
     torch.set_num_threads(args.threads)
     labels = ["normal", "pneumonia", "covid"]
     if model_name == "student":
-        model = build_student(ModelArguments(stage="baseline", image_size=args.image_size,
-                                             patch_size=args.patch_size), labels)
+        model = build_student(labels, image_size=args.image_size, patch_size=args.patch_size)
     else:
-        model = build_teacher(ModelArguments(stage="teacher", image_size=args.image_size), labels)
+        model = build_teacher(labels, image_size=args.image_size)
         model = model.to(memory_format=torch.channels_last)
     model.eval()
     parameters = sum(p.numel() for p in model.parameters())

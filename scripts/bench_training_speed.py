@@ -52,22 +52,22 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 
     from hf_deitcxr.data.augmentation import AugmentationConfig, RadiographAugmentation
     from hf_deitcxr.data.collate import RadiographCollator
-    from hf_deitcxr.training.arguments import ModelArguments
     from hf_deitcxr.training.builders import build_student, build_teacher
+    from hf_deitcxr.training.harness import seed_everything
+    from hf_deitcxr.training.teacher import FrozenTeacher
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    seed_everything(0)  # the same weights, images and augmentations in every configuration's process
     source, bf16, channels_last = CONFIGS[name]
     labels = ["normal", "pneumonia", "covid"]
-    stage = "baseline" if source is None else "distill"
-    student = build_student(ModelArguments(stage=stage, image_size=args.image_size, patch_size=args.patch_size,
-                                           teacher_name_or_path="bench" if source else None), labels).train()
+    student = build_student(labels, image_size=args.image_size, patch_size=args.patch_size,
+                            distillation_type="hard" if source else "none").train()
     teacher = None
     if source == "teacher":
-        teacher = build_teacher(ModelArguments(stage="teacher", image_size=args.image_size), labels).eval()
-        teacher.requires_grad_(False)
+        model = build_teacher(labels, image_size=args.image_size)
         if channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)
+        teacher = FrozenTeacher(model, autocast_dtype=torch.bfloat16 if bf16 else None)
     optimizer = torch.optim.AdamW(student.parameters(), lr=5e-4, weight_decay=0.05)
     collator = RadiographCollator(size=args.image_size, mean=(0.5,) * 3, std=(0.25,) * 3, num_channels=3,
                                   augmentation=RadiographAugmentation(AugmentationConfig()))
@@ -81,8 +81,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         batch = collator(features)
         teacher_logits = None
         if teacher is not None:
-            with torch.no_grad(), autocast():
-                teacher_logits = teacher(pixel_values=batch["pixel_values"]).logits.float()
+            teacher_logits = teacher(batch["pixel_values"])
         elif source == "cache":
             teacher_logits = cached_logits[torch.arange(args.batch_size)]
         with autocast():

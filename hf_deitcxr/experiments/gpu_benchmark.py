@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from ..training.arguments import ModelArguments, configure_logging
+from ..training.arguments import configure_logging
 from ..training.builders import build_student, build_teacher
+from ..training.harness import seed_everything
 from .benchmark import format_metric
 from .recipe import CPU_RECIPE, Recipe, stage_arguments
 from .tuning import parse_overrides
@@ -105,29 +106,30 @@ def peak_tflops(override: float | None) -> float | None:
     return next((peak for key, peak in DENSE_BF16_PEAK_TFLOPS if key in name), None)
 
 
-def training_step_flops(stage: str, image_size: int, patch_size: int, batch: int) -> int:
+def training_step_flops(stage: str, image_size: int, patch_size: int, batch: int, seed: int = 0) -> int:
     """Model FLOPs (torch's FlopCounterMode) of forward + backward of the model `stage` trains, on one batch:
     the DenseNet teacher for "teacher", the DeiT student otherwise. Counted on the CPU: FLOPs do not depend on the
     device."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    seed_everything(seed)  # the same model and batch every time
     pixels = torch.randn(batch, 3, image_size, image_size)
     labels = torch.zeros(batch, dtype=torch.long)
     if stage == "teacher":
-        model = build_teacher(ModelArguments(stage="teacher", image_size=image_size), list(LABELS))
+        model = build_teacher(list(LABELS), image_size=image_size)
     else:
-        model = build_student(ModelArguments(stage="baseline", image_size=image_size, patch_size=patch_size,
-                                             drop_path_rate=0.0), list(LABELS))
+        model = build_student(list(LABELS), image_size=image_size, patch_size=patch_size, drop_path_rate=0.0)
     with FlopCounterMode(display=False) as counter:
         model(pixel_values=pixels, labels=labels).loss.backward()
     return counter.get_total_flops()
 
 
-def teacher_forward_flops(image_size: int, batch: int) -> int:
+def teacher_forward_flops(image_size: int, batch: int, seed: int = 0) -> int:
     """Model FLOPs of the frozen teacher's forward on one batch, as a distillation step runs it."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    teacher = build_teacher(ModelArguments(stage="teacher", image_size=image_size), list(LABELS)).eval()
+    seed_everything(seed)
+    teacher = build_teacher(list(LABELS), image_size=image_size).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         teacher(pixel_values=torch.randn(batch, 3, image_size, image_size))
     return counter.get_total_flops()

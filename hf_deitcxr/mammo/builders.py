@@ -120,6 +120,30 @@ def build_multiview_model(
     return model
 
 
+def build_mammo_model(
+    architecture: str,
+    name_or_path: str,
+    label_names: Sequence[str],
+    *,
+    image_size: int = 224,
+    from_scratch: bool = False,
+    orientation: str = "laterality",
+    exam_aggregation: str = "max",
+    **multiview_kwargs: Any,
+) -> PreTrainedModel:
+    """The model of `--architecture`: single view (its orientation and exam aggregation recorded in config.json, so
+    inference prepares and combines views as training did) or multi view (`multiview_kwargs`: num_global_layers,
+    global_tokens, global_dropout; the orientation is a config field)."""
+    if architecture == "single_view":
+        model = build_single_view_model(name_or_path, label_names, image_size, from_scratch=from_scratch)
+        model.config.mammography = {"orientation": orientation, "exam_aggregation": exam_aggregation}
+        return model
+    if architecture != "multi_view":
+        raise ValueError(f"architecture must be single_view or multi_view, got {architecture!r}")
+    return build_multiview_model(name_or_path, label_names, image_size, from_scratch=from_scratch,
+                                 orientation=orientation, **multiview_kwargs)
+
+
 def load_encoder(name_or_path: str, image_size: int, from_scratch: bool = False) -> ViTModel | DeiTModel:
     """The ViT/DeiT encoder of a checkpoint (an image classifier's body; our DeiT students become plain DeiT)."""
     config = AutoConfig.from_pretrained(name_or_path)
@@ -173,6 +197,7 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 __all__ = [
     "SINGLE_VIEW_TYPES",
+    "build_mammo_model",
     "build_multiview_model",
     "build_single_view_model",
     "count_parameters",

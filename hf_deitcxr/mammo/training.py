@@ -1,7 +1,8 @@
 """`--task mammo`: train a single-view or multi-view mammography model with the chest X-ray pipeline's Trainer.
 
-Reused as they are: the `DistillationTrainer` (without a teacher it is a Trainer with class-weighted CE and an
-optional sampler), `data.balancing.plan_balancing`, the batched augmentation and collator, the metrics and the
+Shared with the chest X-ray stages: the training harness (`training.harness`: seeding, the `DistillationTrainer`
+without a teacher, i.e. a Trainer with class-weighted CE and an optional sampler, resume, save-and-evaluate),
+`data.balancing.plan_balancing`, the batched augmentation and collator, the metrics and the
 evaluation report. What is mammography-specific: exams from a manifest, patient-level exam splits, the multi-view
 collator and model, and exam-level scores for single-view models (max / mean over an exam's views).
 """
@@ -22,12 +23,11 @@ from ..data.augmentation import RadiographAugmentation
 from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
 from ..data.input_spec import normalization_from_image_processor
-from ..metrics.report import make_compute_metrics, write_evaluation_report
+from ..metrics.report import write_evaluation_report
 from ..training.arguments import configure_logging, parse_with_training_defaults
-from ..training.run import _checkpoint_to_resume, _with_collator
-from ..training.trainer import DistillationTrainer
+from ..training.harness import save_and_evaluate, seed_everything, train_model, training_summary
 from .arguments import MammoDataArguments, MammoModelArguments, mammography_augmentation
-from .builders import build_multiview_model, build_single_view_model, make_mammo_processor
+from .builders import build_mammo_model, make_mammo_processor
 from .dataset import MammoExamDataset, MultiViewCollator
 from .evaluation import AGGREGATIONS, aggregate_views, exam_metrics
 from .manifest import load_mammo_manifest
@@ -39,6 +39,7 @@ def run_mammo_training(
     model_args: MammoModelArguments, data_args: MammoDataArguments, training_args: TrainingArguments
 ) -> dict:
     """Train, save a Hub-ready folder and write exam-level `metrics.json` (plus `view_level/` for single view)."""
+    seed_everything(training_args.seed, training_args.full_determinism)
     manifest = load_mammo_manifest(data_args.dataset, data_args.class_name_list, data_args.dicom_labels)
     splits = manifest.split(data_args.validation_fraction, allow_leakage=data_args.allow_leakage)
     if data_args.eval_split not in splits:
@@ -51,7 +52,12 @@ def run_mammo_training(
     train_exams = MammoExamDataset.from_manifest(splits["train"], size, data_args.orientation)
     eval_exams = MammoExamDataset.from_manifest(splits[data_args.eval_split], size, data_args.orientation)
     single = model_args.architecture == "single_view"
-    model = build_model(model_args, data_args, label_names)
+    model = build_mammo_model(
+        model_args.architecture, model_args.model_name_or_path, label_names, image_size=size,
+        from_scratch=model_args.from_scratch, orientation=data_args.orientation,
+        exam_aggregation=model_args.exam_aggregation, num_global_layers=model_args.num_global_layers,
+        global_tokens=model_args.global_tokens, global_dropout=model_args.global_dropout,
+    )
     processor = make_mammo_processor(None if model_args.from_scratch else model_args.model_name_or_path, size)
     mean, std, _ = normalization_from_image_processor(processor)
 
@@ -69,57 +75,32 @@ def run_mammo_training(
     if plan.indices is not None:
         train_data = torch.utils.data.Subset(train_data, plan.indices)
 
-    training_args.remove_unused_columns = False
-    training_args.label_names = ["labels"]
-    trainer = DistillationTrainer(
-        model=model, args=training_args, train_dataset=train_data, eval_dataset=eval_data,
-        data_collator=train_collator, compute_metrics=make_compute_metrics(label_names),
+    trainer, train_result = train_model(
+        model, training_args, train_data=train_data, eval_data=eval_data, train_collator=train_collator,
+        eval_collator=eval_collator, label_names=label_names, resume=data_args.resume,
         class_weights=plan.class_weights, train_sampler=plan.sampler,
     )
-    # Evaluation must not augment: Trainer has one collator, so swap it for eval dataloaders.
-    trainer.get_eval_dataloader = _with_collator(trainer, trainer.get_eval_dataloader, eval_collator)
-    trainer.get_test_dataloader = _with_collator(trainer, trainer.get_test_dataloader, eval_collator)
-    train_result = trainer.train(resume_from_checkpoint=_checkpoint_to_resume(training_args, data_args))
-    return finish(trainer, processor, eval_exams, eval_data, train_result, model_args, data_args)
-
-
-def build_model(model_args: MammoModelArguments, data_args: MammoDataArguments, label_names: Sequence[str]):
-    if model_args.architecture == "single_view":
-        model = build_single_view_model(model_args.model_name_or_path, label_names, model_args.image_size,
-                                        from_scratch=model_args.from_scratch)
-        # Recorded in config.json so inference prepares views and combines them as training did.
-        model.config.mammography = {"orientation": data_args.orientation,
-                                    "exam_aggregation": model_args.exam_aggregation}
-        return model
-    return build_multiview_model(
-        model_args.model_name_or_path, label_names, model_args.image_size, from_scratch=model_args.from_scratch,
-        num_global_layers=model_args.num_global_layers, global_tokens=model_args.global_tokens,
-        global_dropout=model_args.global_dropout, orientation=data_args.orientation,
-    )
-
-
-def finish(trainer, processor, eval_exams: MammoExamDataset, eval_data, train_result, model_args, data_args) -> dict:
-    """Save model + processor + state; exam-level metrics.json and plots; view-level ones for single view."""
-    output_dir = Path(trainer.args.output_dir)
-    trainer.save_model(str(output_dir))
-    label_names = eval_exams.label_names
     summary = {
         "task": "mammo",
         "architecture": model_args.architecture,
-        "train_runtime_s": train_result.metrics.get("train_runtime"),
-        "global_step": trainer.state.global_step,
+        **training_summary(trainer, train_result),
         "num_train_items": len(trainer.train_dataset),
         "num_eval_exams": len(eval_exams),
         "eval_split": data_args.eval_split,
-        "image_size": model_args.image_size,
+        "image_size": size,
     }
-    prediction = trainer.predict(eval_data)
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    probabilities = torch.softmax(torch.from_numpy(np.asarray(logits)).float(), dim=-1).numpy()
-    if not trainer.is_world_process_zero():
-        return summary
-    processor.save_pretrained(output_dir)
-    trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
+
+    def write_reports(output_dir: Path, probabilities: np.ndarray, summary: dict) -> dict:
+        return write_exam_reports(output_dir, probabilities, eval_exams, eval_data, summary, model_args)
+
+    arguments = {"model": vars(model_args), "data": vars(data_args)}
+    return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports)
+
+
+def write_exam_reports(output_dir: Path, probabilities: np.ndarray, eval_exams: MammoExamDataset, eval_data,
+                       summary: dict, model_args: MammoModelArguments) -> dict:
+    """Exam-level metrics.json and plots; for single view also `view_level/` and every exam aggregation rule."""
+    label_names = eval_exams.label_names
     exam_labels = eval_exams.labels.numpy()
     if model_args.architecture == "single_view":
         write_evaluation_report(output_dir / "view_level", probabilities, eval_data.labels.numpy(), label_names,
@@ -131,11 +112,7 @@ def finish(trainer, processor, eval_exams: MammoExamDataset, eval_data, train_re
         }
         summary["exam_aggregation"] = model_args.exam_aggregation
         probabilities = per_rule[model_args.exam_aggregation]
-    report = write_evaluation_report(output_dir, probabilities, exam_labels, label_names, extra=summary)
-    (output_dir / "training_args.json").write_text(
-        json.dumps({"model": vars(model_args), "data": vars(data_args)}, indent=2, default=str)
-    )
-    return report
+    return write_evaluation_report(output_dir, probabilities, exam_labels, label_names, extra=summary)
 
 
 def _headline(metrics: dict) -> dict:
@@ -155,4 +132,4 @@ def mammo_train_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["build_model", "mammo_train_main", "parse_mammo_arguments", "run_mammo_training"]
+__all__ = ["mammo_train_main", "parse_mammo_arguments", "run_mammo_training"]

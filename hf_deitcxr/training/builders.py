@@ -7,56 +7,81 @@ from collections.abc import Sequence
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from ..data.input_spec import InputSpec, normalization_from_image_processor
+from ..data.input_spec import InputSpec, input_spec_from_processor
 from ..models.deit_cxr.configuration_deit_cxr import DeiTCXRConfig
 from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
 from ..models.deit_cxr.modeling_deit_cxr import DeiTCXRForImageClassificationWithTeacher
 from ..models.deit_cxr.pretrained import load_student
 from ..models.densenet import DenseNetConfig, DenseNetForImageClassification
-from .arguments import STUDENT_PRESETS, ModelArguments
+from .arguments import STUDENT_PRESETS
 
 
 def label_maps(label_names: Sequence[str]) -> dict:
     return {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
 
 
-def build_student(args: ModelArguments, label_names: Sequence[str]) -> DeiTCXRForImageClassificationWithTeacher:
+def build_student(
+    label_names: Sequence[str],
+    *,
+    model_name_or_path: str | None = None,
+    preset: str = "deit-tiny",
+    image_size: int = 224,
+    patch_size: int = 16,
+    num_channels: int = 3,
+    distillation_type: str = "none",
+    distillation_alpha: float = 0.5,
+    distillation_tau: float = 1.0,
+    teacher_name_or_path: str | None = None,
+    inference_head: str = "average",
+    drop_path_rate: float = 0.1,
+) -> DeiTCXRForImageClassificationWithTeacher:
+    """The DeiT student: from a pretrained DeiT checkpoint (new heads, adapted size/channels) or, without one, a
+    from-scratch `preset` size with `patch_size`. `distillation_type` "none" trains both heads on the labels (the
+    baseline); `teacher_name_or_path` is recorded in the config as the student's provenance."""
     distillation = {
-        "distillation_type": args.distillation_type if args.stage == "distill" else "none",
-        "distillation_alpha": args.distillation_alpha,
-        "distillation_tau": args.distillation_tau,
-        "teacher_name_or_path": args.teacher_name_or_path if args.stage == "distill" else None,
-        "inference_head": args.inference_head,
-        "drop_path_rate": args.drop_path_rate,
+        "distillation_type": distillation_type,
+        "distillation_alpha": distillation_alpha,
+        "distillation_tau": distillation_tau,
+        "teacher_name_or_path": teacher_name_or_path,
+        "inference_head": inference_head,
+        "drop_path_rate": drop_path_rate,
     }
-    if args.model_name_or_path:
+    if model_name_or_path:
         return load_student(
-            args.model_name_or_path, label_names, image_size=args.image_size, num_channels=args.num_channels,
-            **distillation,
+            model_name_or_path, label_names, image_size=image_size, num_channels=num_channels, **distillation
         )
+    if preset not in STUDENT_PRESETS:
+        raise ValueError(f"unknown student preset {preset!r}; choose one of {list(STUDENT_PRESETS)}")
     config = DeiTCXRConfig(
-        **STUDENT_PRESETS[args.student_preset],
-        image_size=args.image_size,
-        patch_size=args.patch_size,
-        num_channels=args.num_channels,
+        **STUDENT_PRESETS[preset],
+        image_size=image_size,
+        patch_size=patch_size,
+        num_channels=num_channels,
         **label_maps(label_names),
         **distillation,
     )
     return DeiTCXRForImageClassificationWithTeacher(config)
 
 
-def build_teacher(args: ModelArguments, label_names: Sequence[str]) -> DenseNetForImageClassification:
-    """The CNN teacher to fine-tune: from a converted ImageNet checkpoint (new head) or from scratch."""
-    if args.model_name_or_path:
+def build_teacher(
+    label_names: Sequence[str],
+    *,
+    model_name_or_path: str | None = None,
+    variant: str = "densenet121",
+    image_size: int = 224,
+    num_channels: int = 3,
+) -> DenseNetForImageClassification:
+    """The CNN teacher to fine-tune: from a converted ImageNet checkpoint (new head) or a from-scratch `variant`."""
+    if model_name_or_path:
         return DenseNetForImageClassification.from_pretrained(
-            args.model_name_or_path,
+            model_name_or_path,
             num_labels=len(label_names),
             ignore_mismatched_sizes=True,
-            num_channels=args.num_channels,
+            num_channels=num_channels,
             **label_maps(label_names),
         )
     config = DenseNetConfig.from_variant(
-        args.teacher_variant, num_channels=args.num_channels, image_size=args.image_size, **label_maps(label_names)
+        variant, num_channels=num_channels, image_size=image_size, **label_maps(label_names)
     )
     return DenseNetForImageClassification(config)
 
@@ -79,7 +104,3 @@ def load_trained_teacher(path: str, label_names: Sequence[str]) -> tuple[nn.Modu
                                          teacher.config.num_channels)
     return teacher, spec
 
-
-def input_spec_from_processor(processor, num_channels: int) -> InputSpec:
-    mean, std, size = normalization_from_image_processor(processor)
-    return InputSpec.create(mean, std, num_channels, size)

@@ -1,31 +1,19 @@
-"""Feed the student's batch to a teacher that expects other normalisation, channels or resolution."""
+"""The frozen teacher of distillation: its model, the conversion of the student's batch into its input convention,
+the autocast it runs under and the optional cache of its logits, held together (as timm's
+`TokenDistillationTeacher` holds the teacher and its normalisation)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import contextlib
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from ..data.input_spec import InputSpec
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """How a model wants its pixels: normalised with mean/std, with `num_channels` channels, size x size."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    num_channels: int
-    size: int
-
-    @classmethod
-    def create(cls, mean: Sequence[float], std: Sequence[float], num_channels: int, size: int) -> InputSpec:
-        if len(mean) != len(std) or len(mean) not in (1, num_channels):
-            raise ValueError(f"mean/std of length {len(mean)}/{len(std)} do not fit {num_channels} channels")
-        return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std), num_channels, int(size))
-
-
-class TeacherInputAdapter(torch.nn.Module):
+class TeacherInputAdapter(nn.Module):
     """Re-expresses student-normalised pixels in the teacher's input convention (identity when they agree).
 
     The teacher sees the very same augmented image as the student, as DeiT distillation requires; only the encoding
@@ -50,5 +38,80 @@ class TeacherInputAdapter(torch.nn.Module):
         return (images - _column(self.teacher.mean, images)) / _column(self.teacher.std, images)
 
 
+class FrozenTeacher(nn.Module):
+    """A trained classifier used only for its logits on the student's batch.
+
+    - `model`: put in eval mode with gradients off here, and kept so (`train()` does not unfreeze it), so dropout
+      and batch-norm statistics never change and no optimizer can reach it;
+    - `adapter`: converts the student's (augmented, normalised) pixels to the teacher's convention;
+    - `autocast_dtype`: bf16/fp16 autocast for the teacher forward (the student's mixed precision), None for fp32;
+    - a logit cache (`cache_logits`): logits of every training image computed once, looked up by `sample_index`
+      instead of running the forward. Valid only when the student trains without random augmentation.
+
+    Calling it returns float32 logits, from the cache when one was built, else from the forward.
+    """
+
+    def __init__(
+        self, model: nn.Module, adapter: TeacherInputAdapter | None = None, autocast_dtype: torch.dtype | None = None
+    ) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.adapter = adapter
+        self.autocast_dtype = autocast_dtype
+        self.logit_cache: torch.Tensor | None = None
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        # Frozen means frozen: whoever calls .train() on a parent module, the teacher stays in eval mode.
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor, sample_index: torch.Tensor | None = None) -> torch.Tensor:
+        if self.logit_cache is not None:
+            if sample_index is None:
+                raise ValueError("a teacher-logit cache needs batches with 'sample_index' (collator return_indices)")
+            return self.logit_cache[sample_index.cpu()].to(pixel_values.device)
+        return self.online_logits(pixel_values)
+
+    @torch.no_grad()
+    def online_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The teacher's forward on the student's pixels (never the cache)."""
+        inputs = self.adapter(pixel_values) if self.adapter is not None else pixel_values
+        with self._autocast(pixel_values.device):
+            return self.model(pixel_values=inputs).logits.float()
+
+    def _autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def cache_logits(self, dataloader: torch.utils.data.DataLoader, num_samples: int) -> torch.Tensor:
+        """Compute the logits of every sample once (batches with `sample_index`) and answer from them from now on.
+
+        The forward is the one of every training step (adapter, autocast), so cached logits equal online ones.
+        """
+        device = next(self.model.parameters()).device
+        cache: torch.Tensor | None = None
+        seen = torch.zeros(num_samples, dtype=torch.bool)
+        for batch in dataloader:
+            logits = self.online_logits(batch["pixel_values"].to(device)).cpu()
+            if cache is None:
+                cache = torch.zeros(num_samples, logits.shape[-1])
+            cache[batch["sample_index"]] = logits
+            seen[batch["sample_index"]] = True
+        if cache is None or not bool(seen.all()):
+            raise ValueError("the dataloader did not cover every sample: cannot build a complete teacher-logit cache")
+        self.logit_cache = cache
+        return cache
+
+
+def mixed_precision_dtype(bf16: bool, fp16: bool) -> torch.dtype | None:
+    """The autocast dtype of a run's mixed precision (`TrainingArguments.bf16` / `.fp16`); None for fp32."""
+    return torch.bfloat16 if bf16 else torch.float16 if fp16 else None
+
+
 def _column(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+
+
+__all__ = ["FrozenTeacher", "InputSpec", "TeacherInputAdapter", "mixed_precision_dtype"]
