@@ -1,8 +1,7 @@
-"""End to end: teacher -> distilled student on a learnable synthetic task; resume; accelerate launch."""
+"""End to end: teacher -> distilled student on a learnable synthetic task; accelerate launch; the CLI."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,36 +88,6 @@ def test_teacher_then_distilled_student_learn_the_task(workspace):
     assert [student.config.id2label[i] for i in range(3)] == list(CLASSES)
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(workspace, monkeypatch):
-    root, data = workspace
-    output = root / "resumable"
-    shutil.rmtree(output, ignore_errors=True)
-    common = ("--stage", "baseline", "--model_name_or_path", str(root / "deit-distilled-standin"),
-              "--dataset", str(data), "--output_dir", str(output), "--max_steps", "8", "--save_strategy", "steps",
-              "--save_steps", "2", "--eval_strategy", "no", "--logging_steps", "1")
-    from hf_deitcxr.training.trainer import DistillationTrainer
-
-    original_step = DistillationTrainer.training_step
-    steps_run = []
-
-    def crash_after_four(self, *args, **kwargs):
-        if self.state.global_step == 5:
-            raise KeyboardInterrupt("simulated interruption")
-        steps_run.append(self.state.global_step)
-        return original_step(self, *args, **kwargs)
-
-    monkeypatch.setattr(DistillationTrainer, "training_step", crash_after_four)
-    with pytest.raises(KeyboardInterrupt):
-        run_training(*arguments(*common))
-    assert (output / "checkpoint-4").is_dir()
-    steps_run.clear()
-    monkeypatch.setattr(DistillationTrainer, "training_step",
-                        lambda self, *a, **k: steps_run.append(self.state.global_step) or original_step(self, *a, **k))
-    run_training(*arguments(*common))
-    assert steps_run == [4, 5, 6, 7]  # continued after checkpoint-4, did not start over
-    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 8
-
-
 def test_leaked_split_is_refused_unless_allowed(workspace, tmp_path):
     root, _ = workspace
     data = write_imagefolder(tmp_path / "leaky", {"train": 6, "validation": 3})
@@ -198,9 +167,9 @@ def test_cli_evaluate_and_validate_data(workspace, tmp_path, capsys):
 def test_oversampled_training_set_reports_distinct_images():
     from hf_deitcxr.data.balancing import oversample_indices
     from hf_deitcxr.data.image_cache import CachedImageDataset
-    from hf_deitcxr.training.run import _distinct_images
+    from hf_deitcxr.training.harness import distinct_images
 
     labels = [0] * 6 + [1] * 2
     data = CachedImageDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), labels)
     oversampled = torch.utils.data.Subset(data, oversample_indices(labels, 2))
-    assert len(oversampled) == 12 and len(_distinct_images(oversampled)) == 8
+    assert len(oversampled) == 12 and len(distinct_images(oversampled)) == 8
