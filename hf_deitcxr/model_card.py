@@ -15,6 +15,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .metrics.intervals import format_interval, interval_bounds
+
 # A link to model_cards/template.md, so the template also ships inside the installed package.
 TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 
@@ -59,6 +61,7 @@ def build_model_card(
     repo_id = repo_id or folder.name
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     split = (metrics.get("extra") or {}).get("eval_split") or data_args.get("eval_split", "validation")
+    intervals = metrics.get("intervals") or {}  # absent from metrics.json written before intervals existed
     base_model = model_args.get("model_name_or_path")
 
     card_data = ModelCardData(
@@ -85,8 +88,11 @@ def build_model_card(
         data_citation=CXR3_CITATION if is_cxr3 else "",
         method_description=method(config, model_args, data_args, state, metrics, teacher_repo_id),
         eval_split=split,
-        results_table=results_table(metrics["overall"], labels) if metrics else "Not evaluated: no `metrics.json`.",
-        per_source_table=per_source_table(metrics.get("per_source") or {}) if metrics else "",
+        results_table=(results_table(metrics["overall"], labels, intervals.get("overall")) if metrics
+                       else "Not evaluated: no `metrics.json`."),
+        per_source_table=per_source_table(metrics.get("per_source") or {}, intervals.get("per_source")) if metrics
+        else "",
+        interval_description=interval_description(intervals.get("overall"), split),
         image_size=config.get("image_size"),
         code_files=", ".join(sorted(path.name for path in folder.glob("*.py"))) or "none",
     )
@@ -208,21 +214,26 @@ def _summary_results(values: dict, common: dict, suffix: str) -> list[EvalResult
             for key, metric_type, pretty in SUMMARY_METRICS if values.get(key) is not None]
 
 
-def results_table(overall: dict, labels: list[str]) -> str:
-    rows = [f"Accuracy {fmt(overall.get('accuracy'))} · balanced accuracy {fmt(overall.get('balanced_accuracy'))} · "
-            f"macro-F1 {fmt(overall.get('macro_f1'))} · macro ROC-AUC {fmt(overall.get('macro_auc'))} · "
+def results_table(overall: dict, labels: list[str], intervals: dict | None = None) -> str:
+    """Headline metrics and the per-class table; with `intervals` (metrics.json's), each with its 95 % interval."""
+    def shown(key: str) -> str:
+        return with_interval(overall.get(key), intervals, key)
+
+    rows = [f"Accuracy {shown('accuracy')} · balanced accuracy {shown('balanced_accuracy')} · "
+            f"macro-F1 {shown('macro_f1')} · macro ROC-AUC {shown('macro_auc')} · "
             f"ECE {fmt(overall.get('ece'))} (n = {overall.get('num_examples')})", "",
             "| class | n | sensitivity | specificity | PPV | NPV | F1 | ROC-AUC |", "|---|---|---|---|---|---|---|---|"]
     per_class = overall.get("per_class", {})
     for name in labels:
         values = per_class.get(name, {})
+        auc = with_interval(values.get("auc"), ((intervals or {}).get("per_class") or {}).get(name), "auc")
         rows.append(f"| {name} | {values.get('support', 'n/a')} | "
-                    + " | ".join(fmt(values.get(key)) for key in ("sensitivity", "specificity", "ppv", "npv", "f1",
-                                                                   "auc")) + " |")
+                    + " | ".join(fmt(values.get(key)) for key in ("sensitivity", "specificity", "ppv", "npv", "f1"))
+                    + f" | {auc} |")
     return "\n".join(rows)
 
 
-def per_source_table(per_source: dict) -> str:
+def per_source_table(per_source: dict, intervals: dict | None = None) -> str:
     if not per_source:
         return ""
     rows = ["Per source (images from one hospital/population; AUC is n/a where a source holds a single class):", "",
@@ -230,9 +241,32 @@ def per_source_table(per_source: dict) -> str:
             "|---|---|---|---|---|---|"]
     for source, values in sorted(per_source.items()):
         present = ", ".join(name for name, v in values.get("per_class", {}).items() if v.get("support"))
-        rows.append(f"| {source} | {values.get('num_examples')} | {present} | {fmt(values.get('accuracy'))} | "
-                    f"{fmt(values.get('balanced_accuracy'))} | {fmt(values.get('macro_auc'))} |")
+        own = (intervals or {}).get(source)
+        cells = [with_interval(values.get(key), own, key) for key in ("accuracy", "balanced_accuracy", "macro_auc")]
+        rows.append(f"| {source} | {values.get('num_examples')} | {present} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def with_interval(value: float | None, intervals: dict | None, key: str) -> str:
+    """`value` with the 95 % interval of `intervals[key]`; the bare value when metrics.json has no intervals."""
+    if intervals is None:
+        return fmt(value)
+    return format_interval(value, interval_bounds(intervals.get(key)))
+
+
+def interval_description(intervals: dict | None, split: str) -> str:
+    """How the card's intervals were computed (empty when metrics.json has none)."""
+    if not intervals:
+        return ""
+    by_patient = intervals["resampled"] == "patient"
+    unit = "patients" if by_patient else "images"
+    text = (f"In brackets: {intervals['confidence']:.0%} intervals, percentile bootstrap with "
+            f"{intervals['num_resamples']} resamples (seed {intervals['seed']}) of the {split} split's "
+            f"{intervals['num_clusters']} {unit}, per source of that source's {unit}. ")
+    text += ("All images of a drawn patient come along. " if by_patient else
+             "The data had no patient ids, so images of one patient count as independent and the intervals may be "
+             "too narrow. ")
+    return text + f'"CI n/a": too few {unit}, or too few resamples holding every class.'
 
 
 def parameter_count(folder: Path) -> int | None:

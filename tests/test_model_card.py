@@ -88,3 +88,35 @@ def test_folder_that_is_not_a_model_is_refused_clearly(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):
         build_model_card(tmp_path)
+
+
+def test_card_shows_the_intervals_of_metrics_json(student):
+    metrics = json.loads((student / "metrics.json").read_text())
+    intervals = metrics["intervals"]
+    text = build_model_card(student, repo_id="someone/deit-cxr-tiny").content
+    results = text.split("## Results")[1].split("## Limitations")[0]
+
+    def shown(entry: dict) -> str:
+        return f"{entry['estimate']:.3f} ({entry['low']:.3f}–{entry['high']:.3f})"
+
+    overall = intervals["overall"]
+    assert f"Accuracy {shown(overall['accuracy'])} · balanced accuracy {shown(overall['balanced_accuracy'])}" in results
+    assert f"macro ROC-AUC {shown(overall['macro_auc'])} · ECE" in results
+    for label in LABELS:
+        assert re.search(rf"^\| {label} \| 8 \|.* \| {re.escape(shown(overall['per_class'][label]['auc']))} \|$",
+                         results, flags=re.MULTILINE)
+    kermany = intervals["per_source"]["kermany"]
+    assert f"| kermany | 16 | covid, normal | {shown(kermany['accuracy'])} |" in results
+    # 8 armiro images are too few to resample: the card says so rather than showing a made-up interval
+    assert f"| armiro | 8 | pneumonia | {metrics['per_source']['armiro']['accuracy']:.3f} (CI n/a) |" in results
+    assert ("2000 resamples (seed 0) of the validation split's 24 images, per source of that source's images. "
+            "The data had no patient ids") in results
+
+
+def test_card_from_metrics_without_intervals_shows_the_bare_values(student):
+    metrics = json.loads((student / "metrics.json").read_text())
+    del metrics["intervals"]  # written before intervals existed
+    (student / "metrics.json").write_text(json.dumps(metrics))
+    results = build_model_card(student).content.split("## Results")[1].split("## Limitations")[0]
+    assert f"Accuracy {metrics['overall']['accuracy']:.3f} · balanced" in results
+    assert "CI n/a" not in results and "In brackets" not in results and "–" not in results
