@@ -65,10 +65,13 @@ def test_dry_run_then_push_commits_exactly_the_planned_files(model_dir, tmp_path
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)  # a dry run must not call it
         planned = dry_run_files(capsys, model_dir, "--private", "--revision", "exp-1")
         assert hub.requests == []
-        assert "checkpoint-12/optimizer.pt" not in planned and "training_args.bin" not in planned
-        assert "runs/events.out.tfevents" not in planned and "eval-validation/metrics.json" in planned
-        assert {"README.md", "config.json", "model.safetensors", "modeling_deit_cxr.py",
-                "configuration_deit_cxr.py", "preprocessor_config.json", "metrics.json"} <= set(planned)
+        # Everything `save_tiny_model_folder` and `model_dir` wrote, less the training leftovers (training_args.bin,
+        # checkpoint-12/, runs/), plus the model card the push writes.
+        assert planned == [
+            "README.md", "config.json", "configuration_deit_cxr.py", "confusion_matrix.png",
+            "eval-validation/metrics.json", "metrics.json", "model.safetensors", "modeling_deit_cxr.py",
+            "preprocessor_config.json", "roc_curves.png", "trainer_state.json", "training_args.json",
+        ]
 
         # The real push, as a user runs it: a new process, the endpoint and token from the standard variables.
         hf_home = tmp_path / "hf_home"
@@ -88,7 +91,7 @@ def test_dry_run_then_push_commits_exactly_the_planned_files(model_dir, tmp_path
     assert hub.branches == [("model/someone/deit-cxr", "exp-1")]
     (commit,) = hub.commits
     assert (commit.revision, commit.summary) == ("exp-1", "Student, 3 epochs")
-    assert sorted(hub.committed_paths()) == sorted(planned)
+    assert sorted(hub.committed_paths()) == planned
     for path, content in commit.files.items():  # small text files: inline, byte for byte what is on disk
         assert content == (model_dir / path).read_bytes(), path
     # binary files went through Xet storage: the commit references them by the sha256 of the local file
