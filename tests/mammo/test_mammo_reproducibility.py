@@ -1,7 +1,12 @@
-"""`--task mammo` runs interrupted after a checkpoint and rerun with `--resume true` continue from the checkpoint's
-weights and end with the weights of an uninterrupted run, for single-view and multi-view models started from a DeiT
-checkpoint (whose Hub layout is renamed on loading, as the resume path must do too). In this process, on one thread,
-fp32, without augmentation (see tests/training/test_resume.py for the killed-process version and why)."""
+"""`--task mammo` reproducibility, in this process, on one thread, fp32:
+
+- `--seed` decides the initial weights (the new heads and global layers): the same seed twice gives the same ones,
+  another seed others;
+- runs interrupted after a checkpoint and rerun with `--resume true` continue from the checkpoint's weights and end
+  with the weights of an uninterrupted run, for single-view and multi-view models started from a DeiT checkpoint
+  (whose Hub layout is renamed on loading, as the resume path must do too); without augmentation (see
+  tests/training/test_resume.py for the killed-process version and why).
+"""
 
 from __future__ import annotations
 
@@ -105,3 +110,29 @@ def test_interrupted_mammo_run_resumes_to_the_uninterrupted_weights(workspace, a
     model_class = at_resume["class"]
     assert_same_weights(at_resume["weights"], saved_weights(model_class, checkpoint))
     assert_same_weights(saved_weights(model_class, output), saved_weights(model_class, reference))
+
+
+def initial_weights(workspace, monkeypatch, output: Path, seed: int) -> dict[str, torch.Tensor]:
+    recorded: dict = {}
+    original_step = DistillationTrainer.training_step
+
+    def recording(self, model, *args, **kwargs):
+        recorded.setdefault("weights", {k: v.clone() for k, v in model.state_dict().items()})
+        return original_step(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(DistillationTrainer, "training_step", recording)
+    command = argv(workspace, "multi_view", output)
+    command[command.index("--seed") + 1] = str(seed)
+    command[command.index("--max_steps") + 1] = "1"
+    assert train_main(command) == 0
+    return recorded["weights"]
+
+
+def test_seed_decides_the_initial_weights(workspace, monkeypatch):
+    root = workspace[0]
+    first = initial_weights(workspace, monkeypatch, root / "seed0-a", seed=0)
+    assert_same_weights(initial_weights(workspace, monkeypatch, root / "seed0-b", seed=0), first)
+    other = initial_weights(workspace, monkeypatch, root / "seed1", seed=1)
+    new_layers = [name for name in first if not name.startswith("multiview.encoder.")]
+    assert new_layers and all(not torch.equal(other[name], first[name]) for name in new_layers if "weight" in name
+                              and "norm" not in name)
