@@ -109,7 +109,9 @@ def peak_tflops(override: float | None) -> float | None:
 def training_step_flops(stage: str, image_size: int, patch_size: int, batch: int, seed: int = 0) -> int:
     """Model FLOPs (torch's FlopCounterMode) of forward + backward of the model `stage` trains, on one batch:
     the DenseNet teacher for "teacher", the DeiT student otherwise. Counted on the CPU: FLOPs do not depend on the
-    device."""
+    device. Attention runs in SDPA's math backend here: FlopCounterMode counts nothing for the CPU's fused SDPA
+    kernel, which would leave the attention matmuls out."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     seed_everything(seed)  # the same model and batch every time
@@ -119,7 +121,7 @@ def training_step_flops(stage: str, image_size: int, patch_size: int, batch: int
         model = build_teacher(list(LABELS), image_size=image_size)
     else:
         model = build_student(list(LABELS), image_size=image_size, patch_size=patch_size, drop_path_rate=0.0)
-    with FlopCounterMode(display=False) as counter:
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(pixel_values=pixels, labels=labels).loss.backward()
     return counter.get_total_flops()
 

@@ -15,15 +15,52 @@ from hf_deitcxr.experiments.recipe import CPU_RECIPE
 from tests.helpers.synthetic import write_imagefolder
 
 
-def test_flops_per_image_add_the_teacher_forward_only_when_it_runs_each_step():
+def deit_forward_flops(image: int, patch: int, hidden=192, layers=12, mlp=768, channels=3, labels=3):
+    """(patch embedding, whole forward) FLOPs of DeiT-tiny counted by hand: 2 per multiply-add of each matmul."""
+    patches = (image // patch) ** 2
+    tokens = patches + 2  # + the class and distillation tokens
+    embedding = 2 * channels * patch * patch * hidden * patches  # the patch conv, one matmul per patch
+    layer = (2 * tokens * hidden * 3 * hidden  # q, k, v projections
+             + 2 * 2 * tokens * tokens * hidden  # q k^T and (attention) v, summed over heads
+             + 2 * tokens * hidden * hidden  # output projection
+             + 2 * 2 * tokens * hidden * mlp)  # MLP up and down
+    heads = 2 * 2 * hidden * labels  # class and distillation heads, one token each
+    return embedding, embedding + layers * layer + heads
+
+
+def densenet121_forward_flops(image: int, channels=3, growth=32, blocks=(6, 12, 24, 16), stem=64, bottleneck=4,
+                              labels=3):
+    """(stem conv, whole forward) FLOPs of torchvision's DenseNet-121 by the convolution formula
+    2 x C_in x k^2 x C_out x H_out x W_out (batch norm, ReLU and pooling: no multiply-adds counted)."""
+    side = (image + 2 * 3 - 7) // 2 + 1  # conv0: 7x7, stride 2, padding 3
+    stem_flops = 2 * channels * 7 * 7 * stem * side * side
+    flops = stem_flops
+    side = (side + 2 * 1 - 3) // 2 + 1  # pool0: 3x3 max pool, stride 2, padding 1
+    features = stem
+    for index, count in enumerate(blocks):
+        for _ in range(count):  # dense layer: 1x1 conv to 4k channels, then 3x3 conv to k, concatenated
+            flops += 2 * features * bottleneck * growth * side * side
+            flops += 2 * bottleneck * growth * 3 * 3 * growth * side * side
+            features += growth
+        if index < len(blocks) - 1:  # transition: 1x1 conv halving the channels, then 2x2 average pool
+            flops += 2 * features * (features // 2) * side * side
+            features //= 2
+            side //= 2
+    return stem_flops, flops + 2 * features * labels
+
+
+def test_flops_per_image_match_a_hand_count_of_the_matmuls_and_convolutions():
     recipe = CPU_RECIPE.with_overrides(image_size=32, patch_size=8)
     student = training_flops_per_image("distill", recipe, teacher_forward_per_step=False)
     distill = training_flops_per_image("distill", recipe, teacher_forward_per_step=True)
     teacher = training_flops_per_image("teacher", recipe, teacher_forward_per_step=False)
-    # DeiT-tiny, 16 tokens + 2: forward ~ 2 x 5.5M params x 18 tokens; backward ~ 2x forward
-    assert 0.3e9 < student < 1.5e9
-    # the teacher's forward is about a third of its own training step (forward + 2x for backward)
-    assert distill - student == pytest.approx(teacher / 3, rel=0.15)
+    # A training step is the forward plus a backward of twice its FLOPs (the gradients of each layer's input and
+    # of its weights), less the gradient of the pixels, which nothing needs: the first layer's input gradient.
+    embedding, deit = deit_forward_flops(32, 8)
+    stem, densenet = densenet121_forward_flops(32)
+    assert student == 3 * deit - embedding
+    assert teacher == 3 * densenet - stem
+    assert distill == student + densenet  # the frozen teacher's forward, when the step runs it
 
 
 def test_step_timer_uses_the_second_half_of_the_steps():
@@ -59,7 +96,9 @@ def test_benchmark_trains_both_stages_and_reports_mfu(tmp_path):
         assert row["images_per_s_steady"] > 0 and 0 <= row["accuracy"] <= 1
         assert row["mfu_steady"] == pytest.approx(row["gflop_per_image"] * row["images_per_s_steady"] / 1e3)
         assert set(row["per_source_accuracy"]) == {"site_a", "site_b"}
-    recipe = CPU_RECIPE.with_overrides(image_size=32, patch_size=8)  # the logit cache: no teacher forward per step
-    assert student["gflop_per_image"] * 1e9 == pytest.approx(training_flops_per_image("distill", recipe, False))
+    embedding, deit = deit_forward_flops(32, 8)  # the logit cache: no teacher forward per step
+    assert student["gflop_per_image"] * 1e9 == pytest.approx(3 * deit - embedding)
+    stem, densenet = densenet121_forward_flops(32)
+    assert teacher["gflop_per_image"] * 1e9 == pytest.approx(3 * densenet - stem)
     table = (out / "bench_gpu.md").read_text()
     assert "| teacher | 16 |" in table and "| distill | 24 |" in table and "1 TFLOP/s" in table
