@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from hf_deitcxr.models.densenet import (
@@ -273,6 +274,52 @@ def test_output_shapes(num_channels):
     assert base.last_hidden_state.shape == (2, 10, 8, 8) and (base.last_hidden_state >= 0).all()
     assert torch.allclose(base.pooler_output, base.last_hidden_state.mean(dim=(2, 3)), atol=1e-6)
     assert model(pixels).hidden_states is None
+
+
+def reference_densenet_logits(state: dict[str, torch.Tensor], block_config, pixels: torch.Tensor) -> torch.Tensor:
+    """torchvision's DenseNet forward (torchvision/models/densenet.py), written out in torch.nn.functional and read
+    from torchvision parameter names: conv0-norm0-relu0-pool0; per dense layer BN-ReLU-conv1x1-BN-ReLU-conv3x3 on
+    the concatenation of all earlier maps; per transition BN-ReLU-conv1x1-avgpool 2x2; norm5, ReLU, global average
+    pool, linear classifier. Batch norms in inference mode (running statistics, eps 1e-5)."""
+
+    def bn(x, name):
+        return F.batch_norm(x, state[f"{name}.running_mean"], state[f"{name}.running_var"], state[f"{name}.weight"],
+                            state[f"{name}.bias"], training=False, eps=1e-5)
+
+    x = F.conv2d(pixels, state["features.conv0.weight"], stride=2, padding=3)
+    x = F.max_pool2d(F.relu(bn(x, "features.norm0")), kernel_size=3, stride=2, padding=1)
+    for block, layers in enumerate(block_config, start=1):
+        maps = [x]
+        for layer in range(1, layers + 1):
+            name = f"features.denseblock{block}.denselayer{layer}"
+            y = F.conv2d(F.relu(bn(torch.cat(maps, 1), f"{name}.norm1")), state[f"{name}.conv1.weight"])
+            maps.append(F.conv2d(F.relu(bn(y, f"{name}.norm2")), state[f"{name}.conv2.weight"], padding=1))
+        x = torch.cat(maps, 1)
+        if block < len(block_config):
+            name = f"features.transition{block}"
+            x = F.avg_pool2d(F.conv2d(F.relu(bn(x, f"{name}.norm")), state[f"{name}.conv.weight"]), 2, stride=2)
+    x = F.adaptive_avg_pool2d(F.relu(bn(x, "features.norm5")), 1).flatten(1)
+    return F.linear(x, state["classifier.weight"], state["classifier.bias"])
+
+
+def test_forward_matches_an_independent_functional_torchvision_forward():
+    torch.manual_seed(0)
+    config = DenseNetConfig(growth_rate=8, block_config=[2, 3, 2], num_init_features=16, num_labels=3)
+    model = DenseNetForImageClassification(config).double().eval()
+    with torch.no_grad():  # non-trivial batch norms: at initialisation they are identities, which would hide them
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.2)
+    state = {name.removeprefix("densenet."): tensor for name, tensor in model.state_dict().items()}
+    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        logits = model(pixel_values=pixels).logits
+        expected = reference_densenet_logits(state, config.block_config, pixels)
+    assert expected.std() > 0.1  # logits that differ between classes and images
+    torch.testing.assert_close(logits, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_return_dict_false_gives_tuples(tiny_model):
