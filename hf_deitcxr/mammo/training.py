@@ -104,7 +104,7 @@ def write_exam_reports(output_dir: Path, probabilities: np.ndarray, eval_exams: 
     exam_labels = eval_exams.labels.numpy()
     if model_args.architecture == "single_view":
         write_evaluation_report(output_dir / "view_level", probabilities, eval_data.labels.numpy(), label_names,
-                                extra=summary)
+                                extra=summary, patient_ids=eval_data.extras.get("patient_id"))
         index = eval_data.extras["exam_index"]
         per_rule = {how: aggregate_views(probabilities, index, len(eval_exams), how) for how in AGGREGATIONS}
         summary["exam_metrics_by_aggregation"] = {
@@ -112,7 +112,8 @@ def write_exam_reports(output_dir: Path, probabilities: np.ndarray, eval_exams: 
         }
         summary["exam_aggregation"] = model_args.exam_aggregation
         probabilities = per_rule[model_args.exam_aggregation]
-    return write_evaluation_report(output_dir, probabilities, exam_labels, label_names, extra=summary)
+    return write_evaluation_report(output_dir, probabilities, exam_labels, label_names, extra=summary,
+                                   patient_ids=eval_exams.patient_ids)
 
 
 def _headline(metrics: dict) -> dict:

@@ -101,7 +101,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     def write_reports(output_dir: Path, probabilities: np.ndarray, summary: dict) -> dict:
         return write_evaluation_report(output_dir, probabilities, eval_data.labels.numpy(), label_names,
-                                       sources=eval_data.extras.get("source"), extra=summary)
+                                       sources=eval_data.extras.get("source"), extra=summary,
+                                       patient_ids=eval_data.extras.get("patient_id"))
 
     arguments = {"model": vars(model_args), "data": vars(data_args)}
     return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports)

@@ -82,6 +82,10 @@ def test_multi_view_beats_single_view_on_cross_view_task(trained):
     root = trained
     single_report = json.loads((root / "single" / "metrics.json").read_text())
     multi_report = json.loads((root / "multi" / "metrics.json").read_text())
+    # Exam- and view-level intervals resample patients, as the split does.
+    view_report = json.loads((root / "single" / "view_level" / "metrics.json").read_text())
+    for saved in (single_report, multi_report, view_report):
+        assert saved["intervals"]["overall"]["resampled"] == "patient"
     single_auc = max(m["macro_auc"] for m in single_report["extra"]["exam_metrics_by_aggregation"].values())
     multi_auc = multi_report["overall"]["macro_auc"]
     view_auc = json.loads((root / "single" / "view_level" / "metrics.json").read_text())["overall"]["macro_auc"]

@@ -59,6 +59,9 @@ def test_teacher_then_distilled_student_learn_the_task(workspace):
     teacher_dir = train_teacher(root, data)
     teacher_metrics = json.loads((teacher_dir / "metrics.json").read_text())
     assert teacher_metrics["overall"]["accuracy"] >= 0.75, teacher_metrics["overall"]
+    # The intervals after training resample the validation split's patients (two images each), not images.
+    intervals = teacher_metrics["intervals"]["overall"]
+    assert intervals["resampled"] == "patient" and intervals["num_clusters"] * 2 == intervals["num_examples"]
 
     student_dir = root / "student"
     report = run_training(*arguments(
