@@ -3,10 +3,10 @@
 Modules:
 - `manifest`: exams from a CSV manifest or DICOM tags, validation, patient-level splits;
 - `dataset`: decode once (oriented, resized whole), exam- and view-level datasets, the multi-view collator;
-- `configuration_multiview` / `modeling_multiview`: the multi-view transformer (a transformers model);
-- `models`: build single-view backbones and the multi-view model from pretrained checkpoints;
+- `builders`: single-view backbones and the multi-view model (`hf_deitcxr.models.multiview_mammo`, re-exported
+  here) from pretrained checkpoints;
 - `evaluation`: exam-level scores from view-level predictions (max / mean);
-- `training`: the `--task mammo` training run; `synthetic`: a multi-view synthetic task; `inference`: a predictor.
+- `training`: the `--task mammo` run, through the shared training harness; `synthetic`: a multi-view synthetic task; `inference`: a predictor.
 
 The data and training API is imported lazily (`from hf_deitcxr.mammo import read_manifest` works), so importing the
 package for the model classes does not pull in `datasets` or `pydicom`.
@@ -29,6 +29,7 @@ _LAZY = {
     "orient": "dataset",
     "build_single_view_model": "builders",
     "build_multiview_model": "builders",
+    "build_mammo_model": "builders",
     "aggregate_views": "evaluation",
     "MammoPredictor": "inference",
 }
