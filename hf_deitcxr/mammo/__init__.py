@@ -6,7 +6,8 @@ Modules:
 - `builders`: single-view backbones and the multi-view model (`hf_deitcxr.models.multiview_mammo`, re-exported
   here) from pretrained checkpoints;
 - `evaluation`: exam-level scores from view-level predictions (max / mean);
-- `training`: the `--task mammo` run, through the shared training harness; `synthetic`: a multi-view synthetic task; `inference`: a predictor.
+- `training`: the `--task mammo` run, through the shared training harness;
+- `synthetic`: a multi-view synthetic task; `inference`: a predictor.
 
 The data and training API is imported lazily (`from hf_deitcxr.mammo import read_manifest` works), so importing the
 package for the model classes does not pull in `datasets` or `pydicom`.
