@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 
 from ..data import ensure_no_leakage, load_radiograph_dataset, patient_subset, validate_dataset
 from ..data.augmentation import AugmentationConfig, RadiographAugmentation
-from ..data.balancing import balanced_class_weights, make_weighted_sampler, oversample_indices
+from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
 from ..data.image_cache import CachedImageDataset
 from ..data.input_spec import input_spec_from_processor
@@ -67,15 +67,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     )
     eval_collator = RadiographCollator(**collator_kwargs, augmentation=None)
 
-    train_labels = train_data.labels.tolist()
-    class_weights = sampler = None
-    if data_args.balancing == "class_weighted_loss":
-        class_weights = balanced_class_weights(train_labels, len(label_names))
-    elif data_args.balancing == "weighted_sampler":
-        sampler = make_weighted_sampler(train_labels, len(label_names), seed=training_args.seed)
-    elif data_args.balancing == "oversample":
-        train_data = torch.utils.data.Subset(train_data, oversample_indices(train_labels, len(label_names),
-                                                                            seed=training_args.seed))
+    plan = plan_balancing(data_args.balancing, train_data.labels.tolist(), len(label_names), seed=training_args.seed)
+    if plan.indices is not None:
+        train_data = torch.utils.data.Subset(train_data, plan.indices)
 
     teacher = None
     if model_args.stage == "distill":
@@ -89,7 +83,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     trainer, train_result = train_model(
         model, training_args, train_data=train_data, eval_data=eval_data, train_collator=train_collator,
         eval_collator=eval_collator, label_names=label_names, resume=data_args.resume, teacher=teacher,
-        class_weights=class_weights, train_sampler=sampler, callbacks=callbacks,
+        class_weights=plan.class_weights, train_sampler=plan.sampler, callbacks=callbacks,
     )
     summary = {
         "stage": model_args.stage,
