@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--output_dir", default="outputs/quickstart")
     quickstart.add_argument("--image_size", type=int, default=None)
     quickstart.add_argument("--epochs", type=float, default=None)
+    quickstart.add_argument("--seed", type=int, default=0, help="seeds the weights, data order and augmentation")
     return parser
 
 
@@ -79,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return validate_data(args)
     from .experiments.quickstart import run_quickstart
 
-    run_quickstart(args.dataset, args.output_dir, image_size=args.image_size, epochs=args.epochs)
+    run_quickstart(args.dataset, args.output_dir, image_size=args.image_size, epochs=args.epochs,
+                   seed=args.seed)
     return 0
 
 

@@ -31,7 +31,8 @@ def default_dataset() -> tuple[str, bool]:
 
 
 def run_quickstart(dataset: str | None = None, output_dir: str = "outputs/quickstart", image_size: int | None = None,
-                   epochs: float | None = None) -> dict:
+                   epochs: float | None = None, seed: int = 0) -> dict:
+    """Train the teacher, then the distilled student, under `CPU_RECIPE`; every stage seeded with `seed`."""
     from ..model_card import write_model_card
     from ..training.run import run_training
 
@@ -46,16 +47,17 @@ def run_quickstart(dataset: str | None = None, output_dir: str = "outputs/quicks
             budget = {"epochs": epochs if epochs is not None else SAMPLE_EPOCHS[stage]}
         else:
             budget = {"images_seen": QUICKSTART_IMAGES_SEEN[stage]}
-        args = stage_arguments(stage, dataset, root / stage, recipe, teacher_dir=root / "teacher", **budget)
+        args = stage_arguments(stage, dataset, root / stage, recipe, teacher_dir=root / "teacher", seed=seed,
+                                **budget)
         start = time.perf_counter()
         reports[stage] = run_training(*args)
         timings[stage] = round(time.perf_counter() - start, 1)
         print(f"[quickstart] {stage}: {timings[stage]} s, validation {summary_line(reports[stage])}")
     student_dir = root / "distill"
     write_model_card(student_dir)
-    (root / "quickstart.json").write_text(json.dumps({"dataset": dataset, "image_size": recipe.image_size,
-                                                      "patch_size": recipe.patch_size, "seconds": timings},
-                                                     indent=2))
+    summary = {"dataset": dataset, "image_size": recipe.image_size, "patch_size": recipe.patch_size, "seed": seed,
+               "seconds": timings}
+    (root / "quickstart.json").write_text(json.dumps(summary, indent=2))
     print(f"[quickstart] Hub-ready student: {student_dir}")
     print(f"[quickstart] serve it:  MODEL_ID={student_dir} TEACHER_ID={root / 'teacher'} python space/app.py"
           "   (the Space needs gradio: pip install -e '.[space]')")

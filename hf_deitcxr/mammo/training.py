@@ -93,7 +93,7 @@ def run_mammo_training(
     def write_reports(output_dir: Path, probabilities: np.ndarray, summary: dict) -> dict:
         return write_exam_reports(output_dir, probabilities, eval_exams, eval_data, summary, model_args)
 
-    arguments = {"model": vars(model_args), "data": vars(data_args)}
+    arguments = {"model": vars(model_args), "data": vars(data_args), "training": training_args.to_dict()}
     return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports)
 
 

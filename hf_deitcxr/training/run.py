@@ -98,7 +98,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
                                        sources=eval_data.extras.get("source"), extra=summary,
                                        patient_ids=eval_data.extras.get("patient_id"))
 
-    arguments = {"model": vars(model_args), "data": vars(data_args)}
+    arguments = {"model": vars(model_args), "data": vars(data_args), "training": training_args.to_dict()}
     return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports)
 
 

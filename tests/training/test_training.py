@@ -113,12 +113,15 @@ def test_teacher_input_adapter_converts_normalisation_channels_and_size():
 def test_quickstart_runs_on_the_bundled_sample(tmp_path):
     from hf_deitcxr.experiments.quickstart import BUNDLED_SAMPLE, run_quickstart
 
-    reports = run_quickstart(str(BUNDLED_SAMPLE), str(tmp_path), image_size=32, epochs=1)
+    reports = run_quickstart(str(BUNDLED_SAMPLE), str(tmp_path), image_size=32, epochs=1, seed=3)
     assert set(reports) == {"teacher", "distill"}
     student_dir = tmp_path / "distill"
     card = (student_dir / "README.md").read_text()
     assert "Not a medical device" in card and "model-index" in card
     assert json.loads((tmp_path / "quickstart.json").read_text())["image_size"] == 32
+    assert json.loads((tmp_path / "quickstart.json").read_text())["seed"] == 3
+    for stage in ("teacher", "distill"):  # the seed reached each stage's Trainer
+        assert json.loads((tmp_path / stage / "training_args.json").read_text())["training"]["seed"] == 3
     assert AutoModelForImageClassification.from_pretrained(student_dir).config.teacher_name_or_path == str(
         tmp_path / "teacher"
     )
