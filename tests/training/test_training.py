@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForImageClassification, DeiTConfig, DeiTForImageClassificationWithTeacher
+from transformers import AutoModelForImageClassification
 
-from hf_deitcxr import DenseNetConfig, DenseNetForImageClassification
 from hf_deitcxr.data.input_spec import InputSpec
 from hf_deitcxr.training.arguments import parse_training_arguments
 from hf_deitcxr.training.run import run_training
 from hf_deitcxr.training.teacher import TeacherInputAdapter
+from tests.helpers.standins import save_cxr_standins
 from tests.helpers.synthetic import CLASSES, write_imagefolder
 
 
@@ -20,20 +20,7 @@ def workspace(tmp_path_factory):
     """Synthetic data plus local stand-ins for the Hub's ImageNet checkpoints (tiny DenseNet and DeiT)."""
     root = tmp_path_factory.mktemp("training")
     data = write_imagefolder(root / "data", {"train": 40, "validation": 12})
-    torch.manual_seed(0)
-    teacher_init = DenseNetForImageClassification(
-        DenseNetConfig(growth_rate=8, block_config=[2, 2], num_init_features=16, num_labels=1000)
-    )
-    teacher_init.save_pretrained(root / "densenet-imagenet-standin")
-    student_init = DeiTForImageClassificationWithTeacher(
-        DeiTConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=96,
-                   image_size=32, patch_size=8, num_labels=1000)
-    )
-    # A pretrained checkpoint has trained (non-zero) tokens and position embeddings; upstream init leaves them zero.
-    for tensor in (student_init.deit.embeddings.position_embeddings, student_init.deit.embeddings.cls_token,
-                   student_init.deit.embeddings.distillation_token):
-        torch.nn.init.trunc_normal_(tensor.data, std=0.02)
-    student_init.save_pretrained(root / "deit-distilled-standin")
+    save_cxr_standins(root)  # root/densenet-imagenet-standin, root/deit-distilled-standin
     return root, data
 
 
