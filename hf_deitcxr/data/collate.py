@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -22,6 +23,11 @@ class RadiographCollator:
     `num_channels` channels (the grey channel replicated to 3 for ImageNet-style models; augmenting before
     replication is 3x cheaper and keeps the channels identical). Returns only `pixel_values` and `labels`
     (plus `sample_index` when `return_indices`), since `Trainer` passes every key to the model.
+
+    With `augmentation_seed`, a batch's random augmentation is drawn from a generator seeded by that seed and the
+    batch's sample indices, not from the global RNG: the same batch is augmented the same way whenever and in whatever
+    process it is collated. That makes a resumed run bit-identical to an uninterrupted one (Trainer's prefetching
+    dataloader collates batches ahead of the RNG state it saves in a checkpoint).
     """
 
     def __init__(
@@ -32,19 +38,21 @@ class RadiographCollator:
         num_channels: int = 3,
         augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None,
         return_indices: bool = False,
+        augmentation_seed: int | None = None,
     ) -> None:
         self.size = int(size)
         self.mean, self.std = _normalisation_tensors(mean, std, num_channels)
         self.num_channels = num_channels
         self.augmentation = augmentation
         self.return_indices = return_indices
+        self.augmentation_seed = augmentation_seed
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("cannot collate an empty batch")
         pixels = torch.stack([_as_grey_tensor(feature["pixels"]) for feature in features])
         batch = {
-            "pixel_values": self.transform(pixels),
+            "pixel_values": self.transform(pixels, seed=self.batch_seed(features)),
             "labels": torch.tensor([int(_label_of(feature)) for feature in features], dtype=torch.int64),
         }
         if self.return_indices:
@@ -54,14 +62,24 @@ class RadiographCollator:
             batch["sample_index"] = torch.tensor(indices, dtype=torch.int64)
         return batch
 
-    def transform(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 1, h, w) -> float32 (B, num_channels, size, size), augmented if the collator augments."""
+    def batch_seed(self, features: Sequence[Mapping[str, Any]]) -> int | None:
+        """The augmentation seed of this batch (from `augmentation_seed` and the items' `index`), else None."""
+        if self.augmentation is None or self.augmentation_seed is None:
+            return None
+        if any("index" not in feature for feature in features):
+            raise KeyError("augmentation_seed needs an 'index' in each item (as CachedImageDataset's)")
+        entropy = [int(self.augmentation_seed), *(int(feature["index"]) for feature in features)]
+        return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+    def transform(self, pixels: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+        """uint8 (B, 1, h, w) -> float32 (B, num_channels, size, size), augmented if the collator augments
+        (from a generator seeded with `seed` when given, else from the global RNG)."""
         images = pixels.to(torch.float32).div_(255.0)
         if images.shape[-2:] != (self.size, self.size):
             images = F.interpolate(images, size=(self.size, self.size), mode="bicubic", antialias=True,
                                    align_corners=False).clamp_(0.0, 1.0)
         if self.augmentation is not None:
-            images = self.augmentation(images)
+            images = self.augmentation(images) if seed is None else self.augmentation(images, seed=seed)
         return _normalise(images, self.mean.to(images.device), self.std.to(images.device))
 
 

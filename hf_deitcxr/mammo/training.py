@@ -63,7 +63,8 @@ def run_mammo_training(
 
     flip = data_args.horizontal_flip_p if data_args.horizontal_flip_p is not None else (0.5 if single else 0.0)
     augmentation = RadiographAugmentation(mammography_augmentation(flip)) if data_args.augment else None
-    train_collator = RadiographCollator(size, mean, std, num_channels=3, augmentation=augmentation)
+    train_collator = RadiographCollator(size, mean, std, num_channels=3, augmentation=augmentation,
+                                       augmentation_seed=training_args.seed)
     eval_collator = RadiographCollator(size, mean, std, num_channels=3)
     if single:
         train_data, eval_data = train_exams.single_view(), eval_exams.single_view()

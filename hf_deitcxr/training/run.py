@@ -63,7 +63,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         num_channels=model_args.num_channels,
     )
     train_collator = RadiographCollator(
-        **collator_kwargs, augmentation=augmentation, return_indices=data_args.teacher_logit_cache
+        **collator_kwargs, augmentation=augmentation, return_indices=data_args.teacher_logit_cache,
+        augmentation_seed=training_args.seed,
     )
     eval_collator = RadiographCollator(**collator_kwargs, augmentation=None)
 

@@ -94,3 +94,24 @@ def test_normalization_from_image_processor():
         image_mean, image_std, size, do_center_crop = 0.5, 0.25, {"shortest_edge": 96}, False
 
     assert normalization_from_image_processor(Plain()) == ((0.5,), (0.25,), 96)
+
+
+def test_seeded_augmentation_depends_on_the_batch_not_on_the_global_rng():
+    collator = RadiographCollator(32, GREY_MEAN, GREY_STD, num_channels=1, augmentation=RadiographAugmentation(),
+                                  augmentation_seed=7)
+    items = items_from([radiograph_like(seed) for seed in range(4)])
+    batch = [items[i] for i in range(4)]
+    state = torch.get_rng_state()
+    first = collator(batch)["pixel_values"]
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG (dropout, stochastic depth) is untouched
+    torch.manual_seed(123)  # whatever the global RNG holds, the same batch gets the same augmentation
+    assert torch.equal(collator(batch)["pixel_values"], first)
+    plain = RadiographCollator(32, GREY_MEAN, GREY_STD, num_channels=1)(batch)["pixel_values"]
+    assert not torch.equal(first, plain)  # it does augment
+    reordered = collator(batch[::-1])["pixel_values"]
+    assert not torch.equal(reordered, first.flip(0))  # another batch (order) draws other parameters
+    other_seed = RadiographCollator(32, GREY_MEAN, GREY_STD, num_channels=1, augmentation=RadiographAugmentation(),
+                                    augmentation_seed=8)(batch)["pixel_values"]
+    assert not torch.equal(other_seed, first)
+    with pytest.raises(KeyError, match="index"):
+        collator([{"pixels": item["pixels"], "labels": item["labels"]} for item in batch])

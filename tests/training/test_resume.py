@@ -3,9 +3,10 @@ continues from the checkpoint's weights (no missing/unexpected-key warning) and 
 uninterrupted run with the same seed; for the teacher and the distillation stage. Plus `load_checkpoint_weights` for
 every model family and `load_best_model_at_end`.
 
-fp32 on the CPU, one thread (in this process and in the killed one), no augmentation: the augmentation draws from
-the global RNG, which Trainer restores only after collating the first resumed batch, so with it a resumed run is a
-valid continuation but not bit-identical (stochastic depth, also random, stays on: its RNG is restored exactly).
+fp32 on the CPU, one thread (in this process and in the killed one), with random augmentation and stochastic depth:
+the collator draws each batch's augmentation from the run seed and the batch's sample indices (not from the global
+RNG, whose checkpointed state Trainer's prefetching dataloader has already run past), so the resumed run is
+bit-identical.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def stage_argv(stage: str, output: Path, workspace) -> list[str]:
     argv = ["--stage", stage, "--dataset", str(data), "--output_dir", str(output), "--image_size", "32",
             "--patch_size", "8", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "16",
             "--max_steps", str(STEPS), "--save_strategy", "steps", "--save_steps", str(SAVE_EVERY),
-            "--save_total_limit", "10", "--eval_strategy", "no", "--logging_steps", "1", "--augment", "false",
+            "--save_total_limit", "10", "--eval_strategy", "no", "--logging_steps", "1", "--augment", "true",
             "--seed", "0", "--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--disable_tqdm", "true"]
     if stage == "teacher":
         return argv + ["--model_name_or_path", str(teacher_init), "--learning_rate", "3e-3"]
