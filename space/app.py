@@ -3,9 +3,11 @@
     MODEL_ID=<Hub id or folder> [TEACHER_ID=<Hub id or folder>] [MAMMO_MODEL_ID=...] python space/app.py
 
 Environment: MODEL_ID (required), TEACHER_ID, MAMMO_MODEL_ID (adds the mammography tab of mammo_tab.py),
-PRECISION (auto | fp32 | bf16; auto = bf16 weights on CPUs with AMX, else fp32), INPUT_CHECK (1 | 0).
+PRECISION (auto | fp32 | bf16; auto = bf16 weights on CPUs with AMX, else fp32), INPUT_CHECK (1 | 0),
+MAX_FILE_SIZE (largest upload, e.g. 50mb; default DEFAULT_MAX_FILE_SIZE).
 API: endpoint "predict" takes one file (PNG, JPEG or DICOM) and returns (student label dict, heatmap overlay,
-teacher label dict or None, Markdown status). Bad input raises gr.Error with the reason.
+teacher label dict or None, Markdown status). Bad input raises gr.Error with the reason (HTML-escaped, as Gradio
+renders it as HTML). Text taken from a file is never rendered as markup; uploads are deleted DELETE_CACHE after use.
 Research demo only: not a medical device.
 """
 
@@ -37,12 +39,17 @@ except ImportError:  # a repository checkout where the package is not installed:
 
 from hf_deitcxr.data.dicom import UnreadableImageError  # noqa: E402
 from hf_deitcxr.serving import ChestXrayPredictor, ChestXrayResult, NotARadiographError  # noqa: E402
+from hf_deitcxr.serving.safe_text import html_text, log_name, markdown_literal, shorten, user_message  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 EXAMPLES_DIR = HERE / "examples"
 MAMMO_TAB = HERE / "mammo_tab.py"
 TOP_K = 3
+DEFAULT_MAX_FILE_SIZE = "50mb"  # a 4096x4096 16-bit uncompressed DICOM is 32 MB
+# (every, older than) seconds: Gradio deletes uploads and outputs older than 10 min, checking every 5 min, so they
+# do not pile up on disk, yet a second Classify of the same upload still finds it.
+DELETE_CACHE = (300, 600)
 DISCLAIMER = (
     "**Research demo only — not a medical device.** It is not validated for clinical use and must not be used for "
     "diagnosis or treatment decisions. Predictions can be wrong, and the heatmap shows where the model looked, not "
@@ -75,7 +82,7 @@ def build_demo(
     def predict(path: str | None):
         return run_prediction(predictor, path)
 
-    with gr.Blocks(title="Chest X-ray classifier (research demo)") as demo:
+    with gr.Blocks(title="Chest X-ray classifier (research demo)", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         gr.Markdown(f"> ⚠️ {DISCLAIMER}")
         with gr.Tab("Chest X-ray"):
@@ -120,21 +127,32 @@ def run_prediction(predictor: ChestXrayPredictor, path: str | None):
     try:
         result = predictor.predict(path)
     except NotARadiographError as err:
-        raise gr.Error(str(err), title="Not a chest X-ray", print_exception=False) from err
-    except (UnreadableImageError, FileNotFoundError) as err:
-        raise gr.Error(
-            f"Could not read this file as an image: {err}. Upload a PNG, JPEG or DICOM chest radiograph.",
-            title="Unreadable file", print_exception=False,
-        ) from err
+        raise refusal(path, "Not a chest X-ray", str(err)) from err
+    except UnreadableImageError as err:
+        raise refusal(path, "Unreadable file", f"Could not read this file as an image: {err}. Upload a PNG, JPEG or "
+                      "DICOM chest radiograph.") from err
+    except FileNotFoundError as err:  # its message holds the server path: say what happened instead
+        raise refusal(path, "File gone", "This upload is no longer on the server (uploads are deleted after a "
+                      "while). Please upload the file again.") from err
+    except Exception as err:  # a bug, not the user's fault: the log gets the traceback, the user a plain message
+        logger.exception("prediction failed on %s", log_name(path))
+        raise gr.Error("Something went wrong while processing this file; it has been logged. Please try another "
+                       "file.", title="Server error", print_exception=False) from err
     teacher = result.teacher.probabilities if result.teacher is not None else None
     return result.student.probabilities, result.overlay, teacher, status_markdown(result)
 
 
+def refusal(path: str, title: str, message: str) -> gr.Error:
+    """A refused input: one log line (short name, no traceback) and a toast without server details or markup."""
+    clean = user_message(message)
+    logger.info("refused %s (%s): %s", log_name(path), title, shorten(clean, 300))
+    return gr.Error(html_text(clean), title=title, print_exception=False)
+
+
 def status_markdown(result: ChestXrayResult) -> str:
     width, height = result.upload.size
-    kind = "DICOM" + (f" ({result.upload.modality})" if result.upload.modality else "") if result.upload.is_dicom else (
-        "image"
-    )
+    modality = result.upload.modality  # a DICOM tag: the file's text, shown literally
+    kind = ("DICOM" + (f" ({markdown_literal(modality)})" if modality else "")) if result.upload.is_dicom else "image"
     lines = [f"**Student:** {_top(result.student.probabilities)}"]
     if result.teacher is not None:
         agree = "agrees" if result.teacher.label == result.student.label else "**disagrees**"
@@ -210,7 +228,12 @@ def main() -> None:
         demo = build_demo(model_id, os.environ.get("TEACHER_ID") or None)
     except (OSError, ValueError) as err:  # e.g. a Hub id that does not exist or cannot be reached
         sys.exit(f"Could not load the model(s) (MODEL_ID={model_id}): {err}")
-    demo.launch()
+    demo.launch(**launch_options())
+
+
+def launch_options(environ=os.environ) -> dict:
+    """`demo.launch` keywords: the upload size limit (MAX_FILE_SIZE, e.g. 50mb), checked by Gradio before our code."""
+    return {"max_file_size": environ.get("MAX_FILE_SIZE", "").strip() or DEFAULT_MAX_FILE_SIZE}
 
 
 if __name__ == "__main__":

@@ -4,17 +4,22 @@
 `MAMMO_MODEL_ID` is set. The model (single- or multi-view, a folder or Hub id saved by `hf-deitcxr train --task
 mammo`) is loaded once, when the tab is built. The prediction is exposed as the API endpoint
 `predict_mammography`, taking four file paths (L-CC, L-MLO, R-CC, R-MLO; any may be empty) and returning the
-exam-level `gr.Label` value and a Markdown details/disclaimer string. Bad input raises `gr.Error` with a clear message.
+exam-level `gr.Label` value and a Markdown details/disclaimer string. Bad input raises `gr.Error` with a clear message,
+without server details and HTML-escaped (Gradio renders it as HTML; the message can quote the file).
 """
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import gradio as gr
 
 from hf_deitcxr.data.dicom import UnreadableImageError
 from hf_deitcxr.mammo.inference import VIEW_SLOTS, MammoPredictor
+from hf_deitcxr.serving.safe_text import html_text, log_name, shorten, user_message
+
+logger = logging.getLogger(__name__)
 
 DISCLAIMER = ("Research demo, not a medical device: the model is not clinically validated and must not be used "
               "for diagnosis.")
@@ -32,18 +37,29 @@ def predict_exam(predictor: MammoPredictor, *paths: str | None) -> tuple[dict[st
         raise gr.Error("Upload at least one mammogram (in the slot of its view: L-CC, L-MLO, R-CC or R-MLO).")
     try:
         prediction = predictor.predict(views)
-    except (UnreadableImageError, FileNotFoundError) as err:
-        raise gr.Error(f"Could not read the uploaded file as a mammogram (DICOM or image): {err}") from err
+    except UnreadableImageError as err:
+        raise refusal(views, f"Could not read the uploaded file as a mammogram (DICOM or image): {err}") from err
+    except FileNotFoundError as err:  # its message holds the server path
+        raise refusal(views, "An upload is no longer on the server (uploads are deleted after a while). Please "
+                      "upload the files again.") from err
     except ValueError as err:
-        raise gr.Error(str(err)) from err
+        raise refusal(views, str(err)) from err
     kind = "multi-view model (views read together)" if predictor.multiview else (
         f"single-view model (exam score = {predictor.aggregation} over views)")
     lines = [f"**Views used:** {', '.join(prediction.views_used)} — {kind}."]
     for slot, probabilities in prediction.per_view.items():
         top = max(probabilities, key=probabilities.get)
-        lines.append(f"- {slot}: {top} ({probabilities[top]:.1%})")
+        lines.append(f"- {slot}: {top} ({probabilities[top]:.1%})")  # slot and labels are ours, not the file's
     lines.append(f"\n_{DISCLAIMER}_")
     return prediction.exam, "\n".join(lines)
+
+
+def refusal(views: dict[str, str], message: str) -> gr.Error:
+    """A refused exam: one log line (short names, no traceback) and a toast without server details or markup."""
+    clean = user_message(message)
+    names = ", ".join(f"{slot}={log_name(path)}" for slot, path in views.items())
+    logger.info("refused mammography exam (%s): %s", names, shorten(clean, 300))
+    return gr.Error(html_text(clean), title="Input refused", print_exception=False)
 
 
 def add_mammography_tab(model_id: str) -> None:

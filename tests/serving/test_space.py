@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
@@ -41,13 +42,20 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(app_module, models):
+def demo(app_module, models):
+    """The app as `main` launches it (its launch options: the upload size limit), on loopback."""
     demo = app_module.build_demo(str(models[0]), str(models[1]), precision="fp32")
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                **app_module.launch_options({}))
     try:
-        yield Client(demo.local_url, verbose=False)
+        yield demo
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(demo):
+    return Client(demo.local_url, verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +206,94 @@ def test_app_runs_as_a_script_from_inside_space(models, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+HOSTILE_MODALITY = "# NORMAL [x](//e.invalid/) <img src=//e.invalid/p.png>"  # short enough to be shown whole
+
+
+def render_markdown(text: str) -> str:
+    """CommonMark, as Gradio's Markdown renders it (the browser test checks Gradio's own renderer)."""
+    return pytest.importorskip("markdown_it").MarkdownIt("commonmark").render(text)
+
+
+def test_dicom_tags_in_the_status_render_as_literal_text(app_module, models, tmp_path):
+    """A Modality of Markdown/HTML must not become a heading, a link or an image fetched by the browser."""
+    predictor = app_module.ChestXrayPredictor.from_pretrained(str(models[0]), precision="fp32", check_input=False)
+    write_dicom(tmp_path / "tags.dcm", np.asarray(Image.open(RADIOGRAPHS[0])), Modality=HOSTILE_MODALITY)
+    status = app_module.run_prediction(predictor, str(tmp_path / "tags.dcm"))[3]
+    html = render_markdown(status)
+    assert "<h1" not in html and "<a " not in html and "<img" not in html
+    assert "DICOM (# NORMAL [X](//E.INVALID/) &lt;IMG SRC=//E.INVALID/P.PNG&gt;)" in html  # uppercased by decode
+
+
+@pytest.fixture()
+def tiny_predictor(app_module, models):
+    return app_module.ChestXrayPredictor.from_pretrained(str(models[0]), precision="fp32")
+
+
+def test_refusal_toasts_are_escaped_and_name_no_server_path(app_module, tiny_predictor, tmp_path):
+    """gr.Error messages render as HTML: a file name holding a tag must come back escaped, without its folder."""
+    hostile = tmp_path / "<img src=probe.png>.png"
+    hostile.write_bytes(b"not an image")
+    with pytest.raises(gr.Error) as refused:
+        app_module.run_prediction(tiny_predictor, str(hostile))
+    message = refused.value.message
+    assert "&lt;img src=probe.png&gt;.png: not a recognised image format" in message
+    assert "<img" not in message and str(tmp_path) not in message
+
+
+def test_an_unexpected_failure_is_logged_and_the_user_gets_no_internals(app_module, tiny_predictor, monkeypatch,
+                                                                       caplog):
+    def crash(path):
+        raise RuntimeError(f"boom in <object at 0x7f3c2a1b2c30> reading {path}")
+
+    monkeypatch.setattr(tiny_predictor, "predict", crash)
+    with caplog.at_level(logging.ERROR), pytest.raises(gr.Error, match="Something went wrong") as failed:
+        app_module.run_prediction(tiny_predictor, "/srv/uploads/x.png")
+    assert not any(leak in failed.value.message for leak in ("RuntimeError", "0x7f", "/srv"))
+    assert caplog.records[-1].exc_info is not None  # a bug: the log keeps its traceback
+
+
+def test_refused_inputs_log_one_short_line_without_traceback(app_module, tiny_predictor, tmp_path, caplog):
+    long_name = tmp_path / ("n" * 240 + ".png")
+    long_name.write_bytes(b"not an image")
+    with caplog.at_level(logging.INFO), pytest.raises(gr.Error):
+        app_module.run_prediction(tiny_predictor, str(long_name))
+    refused = [record for record in caplog.records if record.getMessage().startswith("refused ")]
+    assert len(refused) == 1 and refused[0].exc_info is None
+    assert "n" * 100 not in refused[0].getMessage() and str(tmp_path) not in refused[0].getMessage()
+
+
+def test_uploads_are_deleted_after_use(app_module, demo):
+    """Gradio deletes uploads (and outputs) older than DELETE_CACHE[1] s, looking every DELETE_CACHE[0] s."""
+    every, older_than = demo.delete_cache
+    assert (every, older_than) == app_module.DELETE_CACHE and 0 < every <= older_than <= 3600
+
+
+def test_an_over_size_upload_is_refused_with_a_clear_message(app_module, demo, client, inputs):
+    import httpx
+
+    assert app_module.launch_options({"MAX_FILE_SIZE": " 2kb "}) == {"max_file_size": "2kb"}
+    limit = demo.max_file_size
+    assert limit == 50 * 1024 * 1024  # DEFAULT_MAX_FILE_SIZE, parsed by Gradio
+    big = inputs["grey.png"].parent / "big.dcm"
+    big.write_bytes(b"\0" * (limit + 1))
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client checks before sending
+        call(client, big)
+    with big.open("rb") as handle:  # a client that does not check: the server refuses it while reading
+        response = httpx.post(f"{demo.local_url}gradio_api/upload", files={"files": handle}, timeout=60)
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+    big.unlink()
+
+
+def test_decoder_messages_lose_class_names_addresses_paths_and_install_hints(app_module, tiny_predictor, monkeypatch):
+    def refuse(path):
+        raise app_module.UnreadableImageError(
+            "x.dcm: corrupt DICOM (InvalidDicomError: bad header in <_io.BytesIO object at 0x7f3c2a1b2c30> from "
+            "/srv/gradio/0a1b/x.dcm); install a decoder for it, e.g. `pip install pylibjpeg`")
+
+    monkeypatch.setattr(tiny_predictor, "predict", refuse)
+    with pytest.raises(gr.Error) as refused:
+        app_module.run_prediction(tiny_predictor, "/srv/gradio/0a1b/x.dcm")
+    assert refused.value.message == ("Could not read this file as an image: x.dcm: corrupt DICOM (bad header in from "
+                                     "x.dcm); Upload a PNG, JPEG or DICOM chest radiograph.")

@@ -116,3 +116,16 @@ def test_app_adds_the_tab_when_a_mammography_model_is_given(mammo_models, tmp_pa
     assert {"predict", "predict_mammography"} <= endpoints
     without = {fn.api_name for fn in app.build_demo(str(chest), mammo_model_id="", precision="fp32").fns.values()}
     assert "predict_mammography" not in without
+
+
+def test_refusals_are_escaped_and_name_no_server_path(mammo_models, tmp_path):
+    """The toast renders HTML: a file name holding a tag comes back escaped, without the server's upload folder."""
+    from hf_deitcxr.mammo.inference import MammoPredictor
+
+    tab = load_space_module("mammo_tab")
+    hostile = tmp_path / "<img src=probe.png>.png"
+    hostile.write_bytes(b"not an image")
+    with pytest.raises(gr.Error) as refused:
+        tab.predict_exam(MammoPredictor(str(mammo_models["single_view"])), str(hostile), None, None, None)
+    message = refused.value.message
+    assert "&lt;img src=probe.png&gt;.png" in message and "<img" not in message and str(tmp_path) not in message
