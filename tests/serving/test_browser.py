@@ -1,5 +1,6 @@
 """The Space in a real browser: headless Debian Chromium driven by Playwright uploads a radiograph in the page, clicks
-Classify and reads the predicted label from the DOM; a file that is not an image shows the app's error message.
+Classify and reads the predicted label from the DOM; a file that is not an image shows the app's error message; DICOM
+tags holding Markdown/HTML show as literal text, in the status panel and in an error toast; the page fetches nothing.
 
 By default the app serves a tiny student and teacher whose heads are set so that the uploaded radiograph and the
 clicked example get different labels from each model (`save_tiny_models_that_tell_apart`): the page must show the
@@ -21,8 +22,11 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from tests.helpers.dicom_files import write_dicom
 from tests.helpers.serving_models import RADIOGRAPHS, save_tiny_models_that_tell_apart
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -138,3 +142,42 @@ def test_unreadable_upload_shows_the_error_message_in_the_page(served, page, tmp
     upload_and_classify(page, url, fake)
     page.get_by_text("Could not read this file as an image").first.wait_for()
     assert page.get_by_text("not a recognised image format").first.is_visible()
+
+
+# Markup in DICOM tags, each short enough to be shown whole; e.invalid and q.png are what no page may fetch.
+HOSTILE_MODALITY = "# NORMAL [x](//e.invalid/) <img src=//e.invalid/p.png>"  # goes to the status panel
+HOSTILE_PHOTOMETRIC = "<img src=q.png>"  # quoted by the decoder's refusal, shown in a toast (relative: this host)
+
+
+def assert_nothing_rendered_as_markup(page, requested: list[str]) -> None:
+    page.wait_for_timeout(500)  # a rendered <img> would be fetched by now
+    assert page.locator("img[src*='e.invalid' i], img[src*='q.png' i]").count() == 0
+    assert page.locator("a[href*='e.invalid' i]").count() == 0
+    assert page.locator("h1", has_text="NORMAL").count() == 0
+    assert [url for url in requested if "e.invalid" in url.lower() or "q.png" in url.lower()] == []
+
+
+def test_markup_in_dicom_tags_is_shown_as_literal_text(served, page, tmp_path):
+    url, _ = served
+    pixels = np.asarray(Image.open(UPLOAD).convert("L"))
+    write_dicom(tmp_path / "tags.dcm", pixels, Modality=HOSTILE_MODALITY)
+    write_dicom(tmp_path / "photometric.dcm", pixels, photometric=HOSTILE_PHOTOMETRIC)
+    requested: list[str] = []
+
+    def record(request) -> None:
+        requested.append(request.url)
+
+    page.on("request", record)
+    try:
+        upload_and_classify(page, url, tmp_path / "tags.dcm")
+        # The status panel (or, if a modality check refuses the file, its toast) shows the tag as typed, uppercased.
+        page.get_by_text("# NORMAL [X](//E.INVALID/) <IMG SRC=//E.INVALID/P.PNG>").first.wait_for()
+        assert_nothing_rendered_as_markup(page, requested)
+
+        upload_and_classify(page, url, tmp_path / "photometric.dcm")
+        toast = page.locator('[data-testid="toast-text"]', has_text="PhotometricInterpretation").first
+        toast.wait_for()
+        assert HOSTILE_PHOTOMETRIC in toast.text_content()  # the decoder's quote of the tag, as text
+        assert_nothing_rendered_as_markup(page, requested)
+    finally:
+        page.remove_listener("request", record)
