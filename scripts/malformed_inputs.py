@@ -5,7 +5,9 @@ zero-byte files, text and HTML renamed to image extensions, decompression bombs 
 50000x50000 pixels, fully encoded yet only kilobytes to megabytes on disk), 16-bit and 32-bit/float images, CMYK
 JPEG, RGBA/LA/palette/1-bit PNG, animated and single-frame GIF, huge (8000x8000) and tiny (1x1) images, extreme
 aspect ratios, DICOM without pixel data / with a wrong pixel length / zero rows / unsupported compression / only a
-preamble, random bytes under many extensions, valid files under the wrong extension, corrupted bytes inside valid
+preamble, malformed DICOM attributes (`malformed_dicom_cases`: every attribute the reader uses missing, empty,
+non-numeric, out of range or inconsistent; broken VOI/Modality LUTs and palettes; huge declared sizes; a deflate
+bomb), random bytes under many extensions, valid files under the wrong extension, corrupted bytes inside valid
 files, and real radiographs (the bundled sample) in unusual valid encodings (16/12-bit, CMYK, alpha, palette,
 animated GIF, float TIFF with NaN/inf, BMP, WebP, letterboxed, 1x1, 8000x8000, MONOCHROME1 and RGB DICOM), which
 reach the model. Each case has a name (its kind) and the file; every kind appears in several sizes/seeds.
@@ -180,7 +182,7 @@ def tiny_and_thin(rng, r):
 
 
 def _dicom(rows: int, cols: int, pixels: bytes | None, *, transfer_syntax=None, photometric="MONOCHROME2",
-           bits: int = 16) -> bytes:
+           bits: int = 16, bits_stored: int | None = None) -> bytes:
     from pydicom import dcmwrite
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -196,7 +198,8 @@ def _dicom(rows: int, cols: int, pixels: bytes | None, *, transfer_syntax=None, 
     ds.SamplesPerPixel, ds.PhotometricInterpretation = (3 if photometric == "RGB" else 1), photometric
     if photometric == "RGB":
         ds.PlanarConfiguration = 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    stored = bits_stored or bits
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, stored, stored - 1, 0
     if pixels is not None:
         ds.PixelData = pixels
     if transfer_syntax is not None and transfer_syntax.is_compressed:
@@ -221,6 +224,159 @@ def bad_dicom(rng, r):
             (".dcm", _dicom(rows, rows, _noise(rng, (64,)).tobytes(), transfer_syntax=compressed)),  # garbage stream
             (".dcm", b"\0" * 128 + b"DICM" + _noise(rng, (200 + r,)).tobytes()),  # preamble, then junk
             (".dcm", _dicom(rows, rows, good)[: 200 + 40 * r])]  # truncated inside the header/data
+
+
+def _patched_dicom(pixels: np.ndarray | None, *, drop=(), raw=None, transfer_syntax=None, **attributes) -> bytes:
+    """A valid 16-bit (or `pixels`' dtype) MONOCHROME2 DICOM, then attributes dropped, replaced or made invalid.
+
+    raw: keyword -> text written verbatim under the attribute's own VR (e.g. "abc" as a DS), which pydicom refuses
+    to write: it is written as LO and the VR bytes are patched afterwards (explicit VR little endian).
+    """
+    from pydicom import dcmwrite
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = np.zeros((8, 8), np.uint16) if pixels is None else pixels
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, (ds.Rows, ds.Columns), ds.SamplesPerPixel = "DX", pixels.shape[-2:], 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = pixels.dtype.itemsize * 8
+    ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, 0
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    ds["PixelData"].VR = "OW" if pixels.dtype.itemsize > 1 else "OB"  # stays resolvable without BitsAllocated
+    for keyword in drop:
+        delattr(ds, keyword)
+    for keyword, value in attributes.items():
+        tag = tag_for_keyword(keyword)
+        if value is None:  # present but empty (zero length)
+            ds.add_new(tag, dictionary_VR(tag).split(" or ")[0], None)
+        elif keyword.endswith("PaletteColorLookupTableData"):
+            ds.add_new(tag, "OW", value)
+        else:
+            setattr(ds, keyword, value)
+    patches = []
+    for keyword, text in (raw or {}).items():
+        tag = tag_for_keyword(keyword)
+        ds.add_new(tag, "LO", text)
+        tag_bytes = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
+        patches.append((tag_bytes + b"LO", tag_bytes + dictionary_VR(tag).encode()))
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    data = buffer.getvalue()
+    for old, new in patches:
+        data = data.replace(old, new, 1)
+    return data
+
+
+def _lut_item(descriptor, data):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    if descriptor is not None:
+        item.LUTDescriptor = descriptor
+    if data is not None:
+        item.add_new(0x00283006, "US", data)  # LUTData; its VR (US/OW) is ambiguous without a hint
+    return item
+
+
+def malformed_dicom_cases(rng: np.random.Generator, r: int = 0) -> list[tuple[str, bytes]]:
+    """(label, file): every DICOM attribute the reader uses missing, empty, non-numeric, out of range, inconsistent.
+
+    Labels are `attribute-problem`; some are valid and must decode (a missing optional attribute, an empty type-2
+    value, a window with width < 1, which the standard says to ignore).
+    """
+    from pydicom.sequence import Sequence
+
+    side = 8 + 4 * r
+    pixels = (_noise(rng, (side, side), np.uint16) % 4096).astype(np.uint16)
+    frames3 = np.stack([pixels] * 3)
+    grey8 = _noise(rng, (side, side))
+
+    def lut(descriptor, data):
+        return Sequence([_lut_item(descriptor, data)])
+
+    cases = {
+        "Rows-missing": dict(drop=["Rows"]), "Rows-empty": dict(Rows=None), "Rows-zero": dict(Rows=0),
+        "Rows-too-many-for-data": dict(Rows=side * 2), "Columns-missing": dict(drop=["Columns"]),
+        "Columns-empty": dict(Columns=None), "Columns-zero": dict(Columns=0),
+        "Rows-Columns-huge-declared": dict(Rows=60000, Columns=60000),  # a small file that declares 3.6 Gpixel
+        "SamplesPerPixel-missing": dict(drop=["SamplesPerPixel"]), "SamplesPerPixel-zero": dict(SamplesPerPixel=0),
+        "SamplesPerPixel-3-for-monochrome": dict(SamplesPerPixel=3),
+        "BitsAllocated-missing": dict(drop=["BitsAllocated"]), "BitsAllocated-12": dict(BitsAllocated=12),
+        "BitsAllocated-zero": dict(BitsAllocated=0), "BitsStored-missing": dict(drop=["BitsStored"]),
+        "BitsStored-zero": dict(BitsStored=0), "BitsStored-above-allocated": dict(BitsStored=17),
+        "PixelRepresentation-missing": dict(drop=["PixelRepresentation"]),
+        "PixelRepresentation-2": dict(PixelRepresentation=2),
+        "NumberOfFrames-non-numeric": dict(raw={"NumberOfFrames": "abc"}),
+        "NumberOfFrames-empty": dict(raw={"NumberOfFrames": ""}),
+        "NumberOfFrames-zero": dict(raw={"NumberOfFrames": "0"}),
+        "NumberOfFrames-negative": dict(raw={"NumberOfFrames": "-1"}),
+        "NumberOfFrames-fraction": dict(raw={"NumberOfFrames": "2.5"}),
+        "NumberOfFrames-more-than-data": dict(raw={"NumberOfFrames": "3"}),
+        "NumberOfFrames-huge": dict(raw={"NumberOfFrames": "99999999"}),
+        "NumberOfFrames-3-valid": dict(pixels=frames3, NumberOfFrames=3),
+        "PhotometricInterpretation-missing": dict(drop=["PhotometricInterpretation"]),
+        "PhotometricInterpretation-empty": dict(raw={"PhotometricInterpretation": ""}),
+        "PhotometricInterpretation-unknown": dict(raw={"PhotometricInterpretation": "FOO"}),
+        "PhotometricInterpretation-two-values": dict(raw={"PhotometricInterpretation": "MONOCHROME2\\RGB"}),
+        "PhotometricInterpretation-RGB-one-sample": dict(raw={"PhotometricInterpretation": "RGB"}),
+        "PALETTE-COLOR-without-tables": dict(pixels=grey8, raw={"PhotometricInterpretation": "PALETTE COLOR"}),
+        "PALETTE-COLOR-tables-too-short": dict(
+            pixels=grey8, raw={"PhotometricInterpretation": "PALETTE COLOR"},
+            RedPaletteColorLookupTableDescriptor=[256, 0, 8], GreenPaletteColorLookupTableDescriptor=[256, 0, 8],
+            BluePaletteColorLookupTableDescriptor=[256, 0, 8], RedPaletteColorLookupTableData=b"\0\1",
+            GreenPaletteColorLookupTableData=b"\0\1", BluePaletteColorLookupTableData=b"\0\1"),
+        "RescaleSlope-non-numeric": dict(raw={"RescaleSlope": "abc"}),
+        "RescaleSlope-empty": dict(raw={"RescaleSlope": ""}), "RescaleSlope-zero": dict(raw={"RescaleSlope": "0"}),
+        "RescaleSlope-infinite": dict(raw={"RescaleSlope": "inf"}),
+        "RescaleSlope-nan": dict(raw={"RescaleSlope": "nan"}),
+        "RescaleSlope-two-values": dict(raw={"RescaleSlope": "1\\2"}),
+        "RescaleIntercept-non-numeric": dict(raw={"RescaleIntercept": "x1"}),
+        "RescaleIntercept-nan": dict(raw={"RescaleIntercept": "nan"}),
+        "WindowCenter-non-numeric": dict(raw={"WindowCenter": "abc"}, WindowWidth=400),
+        "WindowWidth-non-numeric": dict(raw={"WindowWidth": "wide"}, WindowCenter=1000),
+        "WindowWidth-infinite": dict(raw={"WindowWidth": "inf"}, WindowCenter=1000),
+        "WindowCenter-nan": dict(raw={"WindowCenter": "nan"}, WindowWidth=400),
+        "WindowWidth-zero": dict(WindowCenter=1000, WindowWidth=0),  # invalid per PS3.3: ignored
+        "WindowWidth-missing": dict(WindowCenter=1000),
+        "WindowWidth-second-value-non-numeric": dict(WindowCenter=1000, raw={"WindowWidth": "400\\x"}),
+        "VOILUTFunction-unknown": dict(WindowCenter=1000, WindowWidth=400, raw={"VOILUTFunction": "CUBIC"}),
+        "VOILUTSequence-empty": dict(VOILUTSequence=Sequence([])),
+        "VOILUTSequence-shorter-than-descriptor": dict(VOILUTSequence=lut([4096, 0, 12], [0, 100, 200, 4095])),
+        "VOILUTSequence-without-data": dict(VOILUTSequence=lut([4, 0, 8], None)),
+        "VOILUTSequence-without-descriptor": dict(VOILUTSequence=lut(None, [0, 100, 200, 255])),
+        "VOILUTSequence-descriptor-two-values": dict(VOILUTSequence=lut([4, 0], [0, 100, 200, 255])),
+        "ModalityLUTSequence-empty": dict(ModalityLUTSequence=Sequence([])),
+        "ModalityLUTSequence-shorter-than-descriptor": dict(ModalityLUTSequence=lut([4096, 0, 16], [0, 9])),
+        "PixelData-missing": dict(drop=["PixelData"]), "PixelData-empty": dict(PixelData=b""),
+        "PixelData-short": dict(PixelData=pixels.tobytes()[: pixels.nbytes // 2]),
+        "Modality-missing": dict(drop=["Modality"]), "Modality-empty": dict(Modality=None),
+        "Modality-two-values": dict(raw={"Modality": "CT\\DX"}),
+    }
+    out = []
+    for label, spec in cases.items():
+        spec = dict(spec)
+        out.append((label, _patched_dicom(spec.pop("pixels", pixels), **spec)))
+    out.append(("deflated-bomb", _deflated_dicom(10000 + 2000 * (r % 2))))  # 200-288 MB inflated
+    return out
+
+
+def _deflated_dicom(side: int) -> bytes:
+    """A deflated DICOM of side x side zero 16-bit pixels: a few hundred KB on disk, 2 * side**2 bytes inflated."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    return _patched_dicom(np.zeros((side, side), np.uint16), transfer_syntax=DeflatedExplicitVRLittleEndian)
+
+
+def malformed_dicom(rng, r):
+    return [(".dcm", data) for _, data in malformed_dicom_cases(rng, r)]
 
 
 def random_bytes(rng, r):
@@ -291,7 +447,8 @@ def radiograph_encodings(rng, r):
            (".bmp", _encode(image, "BMP")), (".webp", _encode(image, "WEBP", quality=80)),
            (".png", _encode(Image.fromarray(wide), "PNG")),
            (".png", _encode(image.resize((1, 1)), "PNG")),
-           (".dcm", _dicom(height, width, (4095 - grey.astype(np.uint16) * 16).tobytes(), photometric="MONOCHROME1")),
+           (".dcm", _dicom(height, width, (4095 - grey.astype(np.uint16) * 16).tobytes(), photometric="MONOCHROME1",
+                          bits_stored=12)),
            (".dcm", _dicom(height, width, np.dstack([grey] * 3).tobytes(), photometric="RGB", bits=8))]
     if big is not None:
         out.append((".jpg", _encode(big, "JPEG", quality=85)))  # 8000x8000 radiograph, ~several MB
@@ -303,6 +460,7 @@ GENERATORS: list[tuple[str, Callable[[np.random.Generator, int], list[tuple[str,
     ("text_as_image", text_as_image), ("decompression_bomb", decompression_bomb), ("png16", sixteen_bit_png),
     ("tiff_float_int32", high_depth_tiff), ("cmyk_jpeg", cmyk_jpeg), ("odd_mode_png", odd_modes_png),
     ("gif", gif), ("huge", huge), ("tiny_or_thin", tiny_and_thin), ("bad_dicom", bad_dicom),
+    ("malformed_dicom", malformed_dicom),
     ("random_bytes", random_bytes), ("wrong_extension", wrong_extension), ("corrupted_inside", corrupted_inside),
     ("multipage_tiff", multi_page_tiff), ("radiograph_encoding", radiograph_encodings),
 ]

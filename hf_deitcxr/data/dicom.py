@@ -1,45 +1,44 @@
 """Reading radiographs (DICOM or ordinary image files) into 8-bit greyscale PIL images.
 
-DICOM display pipeline (PS3.3 C.11), as a viewer would show the image:
-stored values -> Modality LUT / RescaleSlope+Intercept -> VOI LUT sequence, else WindowCenter/Width, else
-min-max (or percentile) scaling of the actual value range -> 8 bit -> inverted for MONOCHROME1 (so bone is
-always bright). Stored values of 8 bits or fewer with nothing to apply are kept as they are, like a JPEG.
-Colour DICOMs (RGB, YBR_*, PALETTE COLOR) become greyscale by ITU-R 601 luma.
+DICOM display pipeline (PS3.3 C.11, in `dicom_display`), as a viewer would show the image:
+stored values -> Modality LUT / RescaleSlope+Intercept -> VOI LUT sequence, else WindowCenter/Width, else the
+range the stored bit depth (BitsStored) can hold (or percentiles of the actual values, when asked) -> 8 bit ->
+inverted for MONOCHROME1 (so bone is always bright). Stored values of 8 bits or fewer with nothing to apply are
+kept as they are, like a JPEG. Colour DICOMs (RGB, YBR_*, PALETTE COLOR) become greyscale by ITU-R 601 luma.
+Every attribute is validated and the pixel budget (`image_errors`) checked from the header before any pixel is
+decoded; other files go through `raster` (PNG, JPEG, TIFF, BMP, WebP only).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import pydicom
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels import pixel_array
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from .dicom_display import ImageHeader, display_uint8
+from .grey_levels import scale_to_uint8
+from .image_errors import DicomReadError, UnreadableImageError, pixel_budget
+from .raster import decode_raster
 
 ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO
 
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
-_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-_LUMA = np.array([0.299, 0.587, 0.114])
-_DECODER_HINT = (
-    "install a decoder for it, e.g. `pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` "
-    "or `pip install python-gdcm`"
-)
-
-
-class UnreadableImageError(ValueError):
-    """An image file that cannot be decoded: empty, truncated, corrupt, not an image, or too large."""
-
-
-class DicomReadError(UnreadableImageError):
-    """A DICOM file without usable pixel data (not DICOM, no PixelData, or no decoder for its compression)."""
+_DECODER_HINT = "the server has no decoder installed for it; convert the file to an uncompressed DICOM or a PNG"
+# A deflated data set is inflated whole by pydicom before its header can be read: inflate it ourselves first, at
+# most to 2 bytes per budgeted pixel (16-bit samples) plus room for the header, so a zlib bomb is refused early.
+_DEFLATE_HEADER_ROOM = 16 * 2**20
 
 
 def is_dicom(source: ImageSource) -> bool:
@@ -73,17 +72,19 @@ def dicom_to_image(
     name = name or str(getattr(ds, "filename", None) or "<DICOM dataset>")
     if "PixelData" not in ds:
         raise DicomReadError(f"{name}: DICOM file has no pixel data (PixelData element missing)")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
-        warnings.warn(f"{name}: multi-frame DICOM ({frames} frames); using the first frame", stacklevel=3)
-    array = _decode_first_frame(ds, name)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric in ("MONOCHROME1", "MONOCHROME2"):
-        grey = _monochrome_to_uint8(array, ds, percentiles)
-        if photometric == "MONOCHROME1":
-            grey = 255 - grey  # MONOCHROME1 stores low values as white
-    else:
-        grey = _colour_to_uint8(array, ds, photometric, name)
+    header = ImageHeader(ds, name)
+    header.check_budget()  # from the header alone, before any pixel is decoded
+    syntax = _transfer_syntax(ds)
+    header.check_pixel_data_length(ds, compressed=bool(getattr(syntax, "is_compressed", False)))
+    if header.frames > 1:
+        warnings.warn(f"{name}: multi-frame DICOM ({header.frames} frames); using the first frame", stacklevel=3)
+    array = _decode_first_frame(ds, name, syntax)
+    try:
+        grey = display_uint8(array, ds, header, percentiles)
+    except DicomReadError:
+        raise
+    except Exception as err:  # a combination of attributes the checks above did not foresee
+        raise DicomReadError(f"{name}: DICOM display attributes are unusable ({err})") from err
     return Image.fromarray(np.ascontiguousarray(grey))
 
 
@@ -91,7 +92,8 @@ def read_radiograph(source: ImageSource, *, percentiles: tuple[float, float] | N
     """Any radiograph file (DICOM by content, else anything PIL opens) -> fully decoded mode "L" image.
 
     Raises UnreadableImageError (DicomReadError for DICOM) for empty, truncated, corrupt or non-image
-    content and for images over `PIL.Image.MAX_IMAGE_PIXELS` (PIL only warns below twice that limit; we
+    content, for formats other than PNG/JPEG/TIFF/BMP/WebP/DICOM, and for images whose header declares more
+    than the pixel budget (`PIL.Image.MAX_IMAGE_PIXELS` samples; PIL only warns below twice that limit; we
     refuse). A missing path raises FileNotFoundError. Note: if something set
     `PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True`, PIL pads truncated files instead of failing, and they pass.
     """
@@ -101,29 +103,11 @@ def read_radiograph(source: ImageSource, *, percentiles: tuple[float, float] | N
     if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC:
         return read_dicom(data, percentiles=percentiles)
     try:
-        return _decode_with_pil(data, name)
+        return decode_raster(data, name)
     except UnreadableImageError:
         if name.lower().endswith((".dcm", ".dicom")):  # DICOM without preamble, named as such
             return read_dicom(data, percentiles=percentiles, force=True)
         raise
-
-
-def scale_to_uint8(array: np.ndarray, percentiles: tuple[float, float] | None = None) -> np.ndarray:
-    """Linearly map [min, max] (or the given percentiles, clipped) of any numeric array to 0..255 uint8."""
-    values = np.asarray(array, dtype=np.float64)
-    finite = np.isfinite(values)
-    # NaN/inf (e.g. a broken float TIFF export) would make min/max NaN and the whole image garbage: the range comes
-    # from the finite values only, and non-finite pixels are shown black.
-    if not finite.any():
-        return np.zeros(values.shape, dtype=np.uint8)
-    valid = values[finite] if not finite.all() else values
-    if percentiles is None:
-        low, high = float(valid.min()), float(valid.max())
-    else:
-        low, high = (float(v) for v in np.percentile(valid, percentiles))
-    if high <= low:  # constant image: keep it black rather than dividing by zero
-        return np.zeros(values.shape, dtype=np.uint8)
-    return _to_uint8(np.where(finite, (values - low) / (high - low), 0.0))
 
 
 # --- DICOM internals ----------------------------------------------------------------------------------------
@@ -131,7 +115,11 @@ def scale_to_uint8(array: np.ndarray, percentiles: tuple[float, float] | None = 
 
 def _dcmread(source: ImageSource, *, force: bool) -> pydicom.Dataset:
     name = _name(source)
-    fp = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
+    if isinstance(source, (bytes, bytearray)):
+        _check_deflated_size(bytes(source), name)
+        fp = io.BytesIO(bytes(source))
+    else:
+        fp = source
     try:
         return pydicom.dcmread(fp, force=force)
     except InvalidDicomError as err:
@@ -139,133 +127,61 @@ def _dcmread(source: ImageSource, *, force: bool) -> pydicom.Dataset:
     except FileNotFoundError:
         raise
     except Exception as err:  # pydicom raises many types on truncated/corrupt headers
-        raise DicomReadError(f"{name}: corrupt or truncated DICOM ({type(err).__name__}: {err})") from err
+        raise DicomReadError(f"{name}: corrupt or truncated DICOM header ({err})") from err
 
 
-def _decode_first_frame(ds: pydicom.Dataset, name: str) -> np.ndarray:
+def _check_deflated_size(data: bytes, name: str) -> None:
+    """Check a deflated data set's declared size against the pixel budget without inflating it all.
+
+    pydicom inflates the whole data set before reading any attribute, so a few-MB zlib bomb would cost GBs first.
+    The header is read from the first inflated MiB instead; failing that, inflation stops at 2 bytes per budgeted
+    pixel (16-bit samples) plus room for the header.
+    """
+    budget = pixel_budget()
+    if budget is None or DeflatedExplicitVRLittleEndian.encode() not in data[:4096]:
+        return
+    # (0002,0000) File Meta Information Group Length, explicit VR "UL", right after the preamble
+    start = DICOM_MAGIC_OFFSET + len(DICOM_MAGIC)
+    if data[start : start + 6] != b"\x02\x00\x00\x00UL":
+        return  # no group length: pydicom will judge the file
+    meta_end = start + 12 + struct.unpack("<I", data[start + 8 : start + 12])[0]
+    try:
+        head = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[meta_end:], _DEFLATE_HEADER_ROOM // 16)
+        header = pydicom.dcmread(io.BytesIO(head), force=True, stop_before_pixels=True)
+    except Exception:  # a header beyond the first MiB or a broken stream: the size cap below decides
+        header = None
+    if header is not None and "Rows" in header and "Columns" in header:
+        ImageHeader(header, name).check_budget()
+        return
+    cap = 2 * budget + _DEFLATE_HEADER_ROOM
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = len(inflater.decompress(data[meta_end:], cap))
+    except zlib.error as err:
+        raise DicomReadError(f"{name}: corrupt deflated DICOM data set ({err})") from err
+    if inflated >= cap and inflater.unconsumed_tail:
+        raise DicomReadError(f"{name}: image too large: the deflated DICOM data set inflates to more than "
+                             f"{cap:,} bytes, beyond the pixel budget of {budget:,} (possible decompression bomb)")
+
+
+def _transfer_syntax(ds: pydicom.Dataset):
     file_meta = getattr(ds, "file_meta", None)
-    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    return file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+
+
+def _decode_first_frame(ds: pydicom.Dataset, name: str, syntax) -> np.ndarray:
     try:
         # index=0 decodes only the first frame, so large multi-frame files do not fill memory
-        array = pixel_array(ds, index=0)
+        return pixel_array(ds, index=0)
     except (RuntimeError, NotImplementedError) as err:
         syntax_name = getattr(syntax, "name", str(syntax))
         if syntax is not None and getattr(syntax, "is_compressed", False):
             raise DicomReadError(
-                f"{name}: cannot decode compressed transfer syntax {syntax_name!r} ({syntax}): "
-                f"{_DECODER_HINT}. pydicom said: {err}"
+                f"{name}: cannot decode compressed transfer syntax {syntax_name!r} ({syntax}): {_DECODER_HINT}"
             ) from err
         raise DicomReadError(f"{name}: cannot decode pixel data ({syntax_name}): {err}") from err
-    except Exception as err:  # truncated PixelData, inconsistent Rows/Columns/BitsAllocated, ...
-        raise DicomReadError(f"{name}: corrupt pixel data ({type(err).__name__}: {err})") from err
-    return array
-
-
-def _monochrome_to_uint8(array: np.ndarray, ds: pydicom.Dataset, percentiles: tuple[float, float] | None):
-    if array.ndim == 3:  # a multi-frame array despite index=0 (some plugins): first frame
-        array = array[0]
-    has_rescale = "ModalityLUTSequence" in ds or "RescaleSlope" in ds or "RescaleIntercept" in ds
-    values = apply_modality_lut(array, ds) if has_rescale else array
-    if "VOILUTSequence" in ds:
-        return _apply_voi_lut_sequence(values, ds)
-    window = _window(ds)
-    if window is not None:
-        return _apply_window(values, *window, str(ds.get("VOILUTFunction", "LINEAR")).upper())
-    if not has_rescale and array.dtype == np.uint8 and percentiles is None:
-        return array  # plain 8-bit data: keep the stored values, as a JPEG would
-    return scale_to_uint8(values, percentiles)
-
-
-def _apply_voi_lut_sequence(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
-    out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
-    # The LUT's own value range is the display range (its descriptor's bit count is often wrong in practice)
-    lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64)
-    low, high = float(lut.min()), float(lut.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return _to_uint8((np.asarray(out, dtype=np.float64) - low) / (high - low))
-
-
-def _window(ds: pydicom.Dataset) -> tuple[float, float] | None:
-    """First (center, width) of the file, or None if absent or unusable (width < 1 is invalid per PS3.3)."""
-    if "WindowCenter" not in ds or "WindowWidth" not in ds:
-        return None
-    center, width = ds.WindowCenter, ds.WindowWidth
-    center = center[0] if isinstance(center, MultiValue) else center
-    width = width[0] if isinstance(width, MultiValue) else width
-    if center is None or width is None or float(width) < 1:
-        return None
-    return float(center), float(width)
-
-
-def _apply_window(values: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
-    """PS3.3 C.11.2.1.2 windowing straight to [0, 1] -> uint8 (so the window center lands on ~128)."""
-    x = np.asarray(values, dtype=np.float64)
-    if function == "SIGMOID":
-        y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
-    elif function == "LINEAR_EXACT":
-        y = (x - center) / width + 0.5
-    else:  # LINEAR, the default
-        y = (x - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5
-    return _to_uint8(y)
-
-
-def _colour_to_uint8(array: np.ndarray, ds: pydicom.Dataset, photometric: str, name: str) -> np.ndarray:
-    if photometric == "PALETTE COLOR":
-        array = apply_color_lut(array, ds)
-    if array.ndim != 3 or array.shape[-1] != 3:
-        raise DicomReadError(
-            f"{name}: unsupported photometric interpretation {photometric!r} (shape {array.shape})"
-        )
-    luma = np.asarray(array, dtype=np.float64) @ _LUMA
-    if array.dtype == np.uint8:
-        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
-    return scale_to_uint8(luma)
-
-
-def _to_uint8(unit: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
-
-
-# --- ordinary image files -----------------------------------------------------------------------------------
-
-
-def _decode_with_pil(data: bytes, name: str) -> Image.Image:
-    try:
-        # Our own size check instead of turning DecompressionBombWarning into an error: warning filters are
-        # process-global and not thread-safe, and validation decodes in threads. PIL raises itself above 2x.
-        image = Image.open(io.BytesIO(data))
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit is not None and image.width * image.height > limit:
-            raise UnreadableImageError(
-                f"{name}: {image.width}x{image.height} exceeds PIL.Image.MAX_IMAGE_PIXELS={limit} "
-                "(possible decompression bomb; raise the limit if the image is genuine)"
-            )
-        image.load()  # Image.open only reads the header; decoding is what finds truncation/corruption
-    except UnreadableImageError:
-        raise
-    except UnidentifiedImageError as err:
-        raise UnreadableImageError(f"{name}: not a recognised image format") from err
-    except Image.DecompressionBombError as err:  # PIL's own refusal above 2x the limit, raised by Image.open
-        raise UnreadableImageError(
-            f"{name}: image too large ({err}; possible decompression bomb; raise PIL.Image.MAX_IMAGE_PIXELS if it "
-            "is genuine)"
-        ) from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise UnreadableImageError(
-            f"{name}: corrupt or truncated image ({type(err).__name__}: {err})"
-        ) from err
-    return _pil_to_grey(image)
-
-
-def _pil_to_grey(image: Image.Image) -> Image.Image:
-    if image.mode == "L":
-        return image
-    if image.mode in _HIGH_DEPTH_MODES:  # Image.convert("L") would clip 16-bit values at 255
-        return Image.fromarray(scale_to_uint8(np.asarray(image)))
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    return image.convert("L")
+    except Exception as err:  # a compressed stream that does not decode, attributes pydicom refuses, ...
+        raise DicomReadError(f"{name}: corrupt pixel data ({err})") from err
 
 
 # --- source helpers -----------------------------------------------------------------------------------------

@@ -57,12 +57,24 @@ def test_16bit_rescale_and_window_maps_center_to_mid_grey():
     np.testing.assert_array_equal(out, [[0, 64, 128], [192, 255, 255]])
 
 
-def test_16bit_without_window_is_min_max_scaled():
-    # stored = 1000 + 16 * g over a range of 16 * 255: min-max scaling gives back exactly g
-    grey = np.array([[0, 1, 64], [128, 200, 255]])
-    stored = (1000 + 16 * grey).astype(np.uint16)
-    out = pixels_of(read_dicom(write_dicom(None, stored, bits_stored=16))).astype(int)
-    np.testing.assert_array_equal(out, grey)
+def test_12_and_16_bit_dicoms_without_window_map_by_bits_stored():
+    # One low-contrast picture (40..200) stored at 12 and at 16 bits: mapped by BitsStored, both give it back
+    # within ±1 (min-max would stretch 40..200 to 0..255, and differently per encoding if the range differed).
+    grey = np.linspace(40, 200, 16 * 16).reshape(16, 16).round()
+    at_12_bits = np.rint(grey * (4095 / 255)).astype(np.uint16)
+    at_16_bits = (grey * 257).astype(np.uint16)
+    out_12 = pixels_of(read_dicom(write_dicom(None, at_12_bits, bits_stored=12))).astype(int)
+    out_16 = pixels_of(read_dicom(write_dicom(None, at_16_bits, bits_stored=16))).astype(int)
+    assert np.abs(out_12 - grey).max() <= 1 and np.abs(out_16 - grey).max() <= 1
+    assert np.abs(out_12 - out_16).max() <= 1
+
+
+def test_signed_and_rescaled_dicoms_map_the_rescaled_stored_range():
+    # signed 12 bits: -2048..2047; modality = 2 * stored + 100 -> -3996..4194; value v -> (v + 3996) / 8190 * 255
+    stored = np.array([[-2048, 0], [1024, 2047]], dtype=np.int16)
+    data = write_dicom(None, stored, bits_stored=12, PixelRepresentation=1, RescaleSlope=2, RescaleIntercept=100)
+    out = pixels_of(read_dicom(data)).astype(int)
+    np.testing.assert_array_equal(out, np.rint((2 * stored + 100 + 3996) / 8190 * 255))
 
 
 def test_percentiles_replace_the_min_max_range_when_there_is_no_window():
@@ -156,10 +168,11 @@ def test_rgb_png_becomes_grey(tmp_path):
 
 
 def test_16bit_png_is_scaled_not_clipped(tmp_path):
+    # brightest 4000 < 4096: 12-bit data in a 16-bit container, mapped by 12 bits (v / 4095 * 255)
     path = tmp_path / "deep.png"
     Image.fromarray(np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)).save(path)
     out = pixels_of(read_radiograph(path)).astype(int)
-    assert out[0, 0] == 0 and out[1, 1] == 255 and 120 <= out[1, 0] <= 135
+    np.testing.assert_array_equal(out, [[0, 62], [125, 249]])
 
 
 def test_truncated_jpeg_raises(tmp_path):
