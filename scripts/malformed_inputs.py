@@ -396,12 +396,29 @@ def wrong_extension(rng, r):
 def corrupted_inside(rng, r):
     """Valid files with bytes flipped in the middle (bad CRC, broken Huffman data, broken zlib stream)."""
     out = []
-    for fmt, suffix in (("PNG", ".png"), ("JPEG", ".jpg"), ("TIFF", ".tif")):
+    for fmt, suffix in (("PNG", ".png"), ("JPEG", ".jpg"), ("TIFF", ".tif"), ("BMP", ".bmp"), ("WEBP", ".webp")):
         data = bytearray(_encode(Image.fromarray(_noise(rng, (120, 120))), fmt))
         start = len(data) // 3
         data[start: start + 64 + 16 * r] = _noise(rng, (64 + 16 * r,)).tobytes()
         out.append((suffix, bytes(data)))
     return out
+
+
+def truncated_bmp_webp_tiff(rng, r):
+    """The other accepted formats cut short: every Pillow plug-in the decoder lets through gets broken input."""
+    image = Image.fromarray(_noise(rng, (96 + 16 * r, 80)))
+    out = []
+    for fmt, suffix in (("BMP", ".bmp"), ("WEBP", ".webp"), ("TIFF", ".tif")):
+        data = _encode(image, fmt)
+        out += [(suffix, data[: max(1, int(len(data) * f))]) for f in (0.05, 0.5, 0.97)]
+    return out
+
+
+def refused_formats(rng, r):
+    """Valid images in formats Pillow reads but the decoder does not accept (refused with the format's name)."""
+    image = Image.fromarray(_noise(rng, (32 + 8 * r, 32)))
+    return [(suffix, _encode(image, fmt)) for fmt, suffix in
+            (("ICO", ".ico"), ("PPM", ".ppm"), ("TGA", ".tga"), ("PCX", ".pcx"), ("SGI", ".sgi"), ("GIF", ".png"))]
 
 
 def multi_page_tiff(rng, r):
@@ -462,7 +479,8 @@ GENERATORS: list[tuple[str, Callable[[np.random.Generator, int], list[tuple[str,
     ("gif", gif), ("huge", huge), ("tiny_or_thin", tiny_and_thin), ("bad_dicom", bad_dicom),
     ("malformed_dicom", malformed_dicom),
     ("random_bytes", random_bytes), ("wrong_extension", wrong_extension), ("corrupted_inside", corrupted_inside),
-    ("multipage_tiff", multi_page_tiff), ("radiograph_encoding", radiograph_encodings),
+    ("multipage_tiff", multi_page_tiff), ("truncated_bmp_webp_tiff", truncated_bmp_webp_tiff),
+    ("refused_format", refused_formats), ("radiograph_encoding", radiograph_encodings),
 ]
 
 

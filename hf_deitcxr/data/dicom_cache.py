@@ -19,7 +19,7 @@ from .records import DICOM_EXTENSIONS, ImageRecord, has_dicom_preamble, str_or_n
 
 logger = logging.getLogger(__name__)
 
-_DICOM_CACHE_VERSION = "1"  # bump when dicom.py's display pipeline changes, to re-convert cached PNGs
+_DICOM_CACHE_VERSION = "2"  # bump when dicom.py's display pipeline changes, to re-convert cached PNGs (2: BitsStored)
 
 
 def dicom_cache_dir(cache_dir: str | os.PathLike | None) -> Path:

@@ -103,3 +103,14 @@ def test_pixel_budget_counts_colour_bands(monkeypatch):
     assert read_radiograph(encode(np.zeros((10, 10), np.uint8), "PNG")).size == (10, 10)
     with pytest.raises(UnreadableImageError, match=r"image too large: 10x10x3 bands = 300 pixels exceeds"):
         read_radiograph(encode(np.zeros((10, 10, 3), np.uint8), "PNG"))
+
+
+def test_generated_refused_formats_and_truncated_accepted_formats_fail_clearly():
+    from scripts.malformed_inputs import refused_formats, truncated_bmp_webp_tiff
+
+    for _suffix, data in refused_formats(np.random.default_rng(1), 0):
+        with pytest.raises(UnreadableImageError, match="accepted: PNG, JPEG"):
+            read_radiograph(data)
+    for _suffix, data in truncated_bmp_webp_tiff(np.random.default_rng(1), 0):
+        with pytest.raises(UnreadableImageError, match="corrupt or truncated"):
+            read_radiograph(data)
