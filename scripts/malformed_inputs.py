@@ -421,6 +421,12 @@ def refused_formats(rng, r):
             (("ICO", ".ico"), ("PPM", ".ppm"), ("TGA", ".tga"), ("PCX", ".pcx"), ("SGI", ".sgi"), ("GIF", ".png"))]
 
 
+def odd_modes_tiff(rng, r):
+    """TIFFs in modes Pillow opens but may not convert (CIELAB), and YCbCr/CMYK/RGBX/PA."""
+    size = 24 + 8 * r
+    return [(".tif", _encode(Image.new(mode, (size, size)), "TIFF")) for mode in ("LAB", "YCbCr", "CMYK", "RGBX", "PA")]
+
+
 def multi_page_tiff(rng, r):
     pages = [Image.fromarray(_noise(rng, (64, 64))) for _ in range(2 + r)]
     buffer = io.BytesIO()
@@ -480,7 +486,8 @@ GENERATORS: list[tuple[str, Callable[[np.random.Generator, int], list[tuple[str,
     ("malformed_dicom", malformed_dicom),
     ("random_bytes", random_bytes), ("wrong_extension", wrong_extension), ("corrupted_inside", corrupted_inside),
     ("multipage_tiff", multi_page_tiff), ("truncated_bmp_webp_tiff", truncated_bmp_webp_tiff),
-    ("refused_format", refused_formats), ("radiograph_encoding", radiograph_encodings),
+    ("refused_format", refused_formats), ("odd_mode_tiff", odd_modes_tiff),
+    ("radiograph_encoding", radiograph_encodings),
 ]
 
 

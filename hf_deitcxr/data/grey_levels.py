@@ -31,7 +31,11 @@ def range_to_uint8(array: np.ndarray, low: float, high: float) -> np.ndarray:
     """
     if not high > low:
         return np.zeros(np.shape(array), dtype=np.uint8)
-    values = np.asarray(array, dtype=np.float32)  # float32: half the memory of float64, ample for 16-bit data
+    array = np.asarray(array)
+    if array.dtype in (np.uint8, np.uint16) and array.size > 65536:
+        # a 65536-entry table instead of float temporaries: a near-budget 16-bit image costs its own size + 1 byte/px
+        return range_to_uint8(np.arange(65536, dtype=np.uint16), low, high)[array]
+    values = array.astype(np.float32)  # float32: half the memory of float64, ample for 16-bit data
     return unit_to_uint8((values - np.float32(low)) / np.float32(high - low))
 
 

@@ -57,7 +57,10 @@ def decode_raster(data: bytes, name: str) -> Image.Image:
         ) from err
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
         raise UnreadableImageError(f"{name}: corrupt or truncated image ({err})") from err
-    return _to_grey(image, _png_significant_bits(data))
+    try:
+        return _to_grey(image, _png_significant_bits(data))
+    except (ValueError, OSError) as err:  # modes Pillow opens but cannot convert, e.g. a CIELAB TIFF
+        raise UnreadableImageError(f"{name}: a {image.mode} image cannot be shown as grey ({err})") from err
 
 
 def _to_grey(image: Image.Image, significant_bits: int | None) -> Image.Image:

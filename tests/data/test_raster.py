@@ -114,3 +114,10 @@ def test_generated_refused_formats_and_truncated_accepted_formats_fail_clearly()
     for _suffix, data in truncated_bmp_webp_tiff(np.random.default_rng(1), 0):
         with pytest.raises(UnreadableImageError, match="corrupt or truncated"):
             read_radiograph(data)
+
+
+def test_a_mode_pillow_cannot_convert_is_a_clear_error():
+    buffer = io.BytesIO()
+    Image.new("LAB", (8, 8)).save(buffer, format="TIFF")
+    with pytest.raises(UnreadableImageError, match="a LAB image cannot be shown as grey"):
+        read_radiograph(buffer.getvalue())
