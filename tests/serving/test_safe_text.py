@@ -48,6 +48,7 @@ def test_markdown_literal_keeps_every_syntax_character_literal(value):
 def test_markdown_literal_is_one_short_line():
     assert markdown_literal("a\n\n# b", limit=64) == "a \\# b"
     assert len(markdown_literal("x" * 1000, limit=20)) == 20
+    assert markdown_literal("![a](b)") == r"\!\[a\]\(b\)"  # every part of a link or image escaped, not only some
 
 
 def test_html_text_escapes_tags_and_entities():

@@ -129,3 +129,18 @@ def test_refusals_are_escaped_and_name_no_server_path(mammo_models, tmp_path):
         tab.predict_exam(MammoPredictor(str(mammo_models["single_view"])), str(hostile), None, None, None)
     message = refused.value.message
     assert "&lt;img src=probe.png&gt;.png" in message and "<img" not in message and str(tmp_path) not in message
+
+
+def test_refusals_name_no_server_path_class_or_address(mammo_models, monkeypatch):
+    from hf_deitcxr.mammo.inference import MammoPredictor
+
+    tab = load_space_module("mammo_tab")
+    predictor = MammoPredictor(str(mammo_models["single_view"]))
+
+    def refuse(views):
+        raise ValueError("L-CC: bad view (KeyError: 'x') in <object at 0x7f3c2a1b2c30> at /srv/gradio/0a1b/x.png")
+
+    monkeypatch.setattr(predictor, "predict", refuse)
+    with pytest.raises(gr.Error) as refused:
+        tab.predict_exam(predictor, "/srv/gradio/0a1b/x.png", None, None, None)
+    assert refused.value.message == "L-CC: bad view ('x') in at x.png"
