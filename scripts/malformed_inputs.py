@@ -298,6 +298,8 @@ def malformed_dicom_cases(rng: np.random.Generator, r: int = 0) -> list[tuple[st
     pixels = (_noise(rng, (side, side), np.uint16) % 4096).astype(np.uint16)
     frames3 = np.stack([pixels] * 3)
     grey8 = _noise(rng, (side, side))
+    rgb = _noise(rng, (side, side, 3))
+    as_rgb = dict(Rows=side, Columns=side, SamplesPerPixel=3, raw={"PhotometricInterpretation": "RGB"})
 
     def lut(descriptor, data):
         return Sequence([_lut_item(descriptor, data)])
@@ -359,11 +361,19 @@ def malformed_dicom_cases(rng: np.random.Generator, r: int = 0) -> list[tuple[st
         "PixelData-short": dict(PixelData=pixels.tobytes()[: pixels.nbytes // 2]),
         "Modality-missing": dict(drop=["Modality"]), "Modality-empty": dict(Modality=None),
         "Modality-two-values": dict(raw={"Modality": "CT\\DX"}),
+        "PlanarConfiguration-missing-for-RGB": dict(pixels=rgb, **as_rgb),
+        "PlanarConfiguration-2": dict(pixels=rgb, PlanarConfiguration=2, **as_rgb),
+        "PlanarConfiguration-0-valid-RGB": dict(pixels=rgb, PlanarConfiguration=0, **as_rgb),
+        # bytes patched after writing: an unknown transfer syntax UID, an unknown VR on Rows
+        "TransferSyntaxUID-unknown": dict(patch=(b"1.2.840.10008.1.2.1\0", b"1.2.840.99999.1.2.1\0")),
+        "Rows-unknown-VR": dict(patch=(b"\x28\x00\x10\x00US", b"\x28\x00\x10\x00UQ")),
     }
     out = []
     for label, spec in cases.items():
         spec = dict(spec)
-        out.append((label, _patched_dicom(spec.pop("pixels", pixels), **spec)))
+        old, new = spec.pop("patch", (b"", b""))
+        data = _patched_dicom(spec.pop("pixels", pixels), **spec)
+        out.append((label, data.replace(old, new, 1) if old else data))
     out.append(("deflated-bomb", _deflated_dicom(10000 + 2000 * (r % 2))))  # 200-288 MB inflated
     return out
 

@@ -72,9 +72,10 @@ def dicom_to_image(
     name = name or str(getattr(ds, "filename", None) or "<DICOM dataset>")
     if "PixelData" not in ds:
         raise DicomReadError(f"{name}: DICOM file has no pixel data (PixelData element missing)")
+    _parse_every_element(ds, name)
     header = ImageHeader(ds, name)
     header.check_budget()  # from the header alone, before any pixel is decoded
-    syntax = _transfer_syntax(ds)
+    syntax = _transfer_syntax(ds, name)
     header.check_pixel_data_length(ds, compressed=bool(getattr(syntax, "is_compressed", False)))
     if header.frames > 1:
         warnings.warn(f"{name}: multi-frame DICOM ({header.frames} frames); using the first frame", stacklevel=3)
@@ -164,9 +165,25 @@ def _check_deflated_size(data: bytes, name: str) -> None:
                              f"{cap:,} bytes, beyond the pixel budget of {budget:,} (possible decompression bomb)")
 
 
-def _transfer_syntax(ds: pydicom.Dataset):
+def _parse_every_element(ds: pydicom.Dataset, name: str) -> None:
+    """pydicom parses elements lazily, on first access: parse them all now, so a corrupt one is named here."""
+    try:
+        for _ in ds.iterall():
+            pass
+    except Exception as err:  # an unknown VR, a length that does not fit the VR, a broken sequence, ...
+        raise DicomReadError(f"{name}: corrupt DICOM header element ({err})") from err
+
+
+def _transfer_syntax(ds: pydicom.Dataset, name: str):
     file_meta = getattr(ds, "file_meta", None)
-    return file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if syntax is None:
+        raise DicomReadError(f"{name}: DICOM file meta has no TransferSyntaxUID, so its pixel data cannot be read")
+    try:
+        syntax.is_compressed  # noqa: B018 - raises for a UID that is not a transfer syntax
+    except Exception as err:
+        raise DicomReadError(f"{name}: DICOM TransferSyntaxUID {str(syntax)[:64]!r} is not a transfer syntax") from err
+    return syntax
 
 
 def _decode_first_frame(ds: pydicom.Dataset, name: str, syntax) -> np.ndarray:

@@ -46,6 +46,8 @@ class ImageHeader:
         if self.samples != expected_samples:
             raise DicomReadError(f"{name}: DICOM SamplesPerPixel {self.samples} is inconsistent with "
                                  f"PhotometricInterpretation {self.photometric} (needs {expected_samples})")
+        if self.samples == 3:  # pixel-interleaved (0) or colour-by-plane (1): pydicom needs to know which
+            _integer(ds, "PlanarConfiguration", name, choices=(0, 1))
         if self.photometric == "PALETTE COLOR":
             missing = [table for table in _PALETTE_TABLES if not _present(ds, table)]
             if missing:

@@ -22,7 +22,7 @@ CASES = dict(malformed_dicom_cases(np.random.default_rng(0), 0))
 DECODES = {
     "NumberOfFrames-empty", "NumberOfFrames-3-valid", "RescaleSlope-empty", "WindowWidth-zero",
     "WindowWidth-missing", "WindowWidth-second-value-non-numeric", "Modality-missing", "Modality-empty",
-    "Modality-two-values",
+    "Modality-two-values", "PlanarConfiguration-0-valid-RGB",
 }
 # label -> what the message must say (a regex); every refused case is listed, so a new case needs an entry
 REFUSED = {
@@ -68,6 +68,10 @@ REFUSED = {
     "PixelData-missing": "no pixel data", "PixelData-empty": "PixelData holds 0 bytes",
     "PixelData-short": "PixelData holds 64 bytes but .* needs 128",
     "deflated-bomb": "image too large: 10000x10000",
+    "PlanarConfiguration-missing-for-RGB": "PlanarConfiguration is missing",
+    "PlanarConfiguration-2": "PlanarConfiguration 2 is not one of 0, 1",
+    "TransferSyntaxUID-unknown": "TransferSyntaxUID '1.2.840.99999.1.2.1' is not a transfer syntax",
+    "Rows-unknown-VR": "corrupt DICOM header element .*UQ",
 }
 
 
