@@ -17,6 +17,7 @@ import importlib.util
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 try:
@@ -78,6 +79,7 @@ def build_demo(
     model_id = resolve_model_id(model_id, "MODEL_ID")
     teacher_id = resolve_model_id(teacher_id, "TEACHER_ID") if teacher_id else None
     predictor = ChestXrayPredictor.from_pretrained(model_id, teacher_id, precision=precision, check_input=check_input)
+    quiet_blocked_requests()
 
     def predict(path: str | None):
         return run_prediction(predictor, path)
@@ -147,6 +149,41 @@ def refusal(path: str, title: str, message: str) -> gr.Error:
     clean = user_message(message)
     logger.info("refused %s (%s): %s", log_name(path), title, shorten(clean, 300))
     return gr.Error(html_text(clean), title=title, print_exception=False)
+
+
+class _BlockedRequestLog:
+    """Stands in for `traceback` inside gradio.queueing, which prints a full traceback for every request it refuses
+    itself (a path that was not uploaded, a URL it will not fetch): those become one short log line; any other
+    error still prints its traceback."""
+
+    def __getattr__(self, name: str):
+        return getattr(traceback, name)
+
+    def print_exc(self, *args, **kwargs) -> None:
+        err = sys.exc_info()[1]
+        if not _is_blocked_request(err):
+            traceback.print_exc(*args, **kwargs)
+            return
+        logger.info("blocked request: %s", shorten(user_message(str(err)), 200))
+
+
+def _is_blocked_request(err: BaseException | None) -> bool:
+    from gradio.exceptions import InvalidPathError
+
+    if isinstance(err, InvalidPathError):
+        return True
+    frame = err.__traceback__ if isinstance(err, ValueError) else None
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_globals.get("__name__", "").startswith("safehttpx")  # SSRF guard
+
+
+def quiet_blocked_requests() -> None:
+    """Install `_BlockedRequestLog` in gradio.queueing (where Gradio keeps `traceback`; left alone if it moved)."""
+    from gradio import queueing
+
+    if getattr(queueing, "traceback", None) is traceback:
+        queueing.traceback = _BlockedRequestLog()
 
 
 def status_markdown(result: ChestXrayResult) -> str:

@@ -297,3 +297,17 @@ def test_decoder_messages_lose_class_names_addresses_paths_and_install_hints(app
         app_module.run_prediction(tiny_predictor, "/srv/gradio/0a1b/x.dcm")
     assert refused.value.message == ("Could not read this file as an image: x.dcm: corrupt DICOM (bad header in from "
                                      "x.dcm); Upload a PNG, JPEG or DICOM chest radiograph.")
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../../etc/passwd", "https://example.invalid/x.png"])
+def test_requests_gradio_blocks_are_one_log_line_not_a_traceback(demo, path, capfd, caplog):
+    """A path that was not uploaded (or a URL) is refused by Gradio itself; its queue would print a traceback."""
+    import httpx
+
+    body = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}]}
+    with caplog.at_level(logging.INFO):
+        event = httpx.post(f"{demo.local_url}gradio_api/call/predict", json=body, timeout=30).json()["event_id"]
+        answer = httpx.get(f"{demo.local_url}gradio_api/call/predict/{event}", timeout=60).text
+    assert answer.startswith("event: error")
+    assert "Traceback" not in capfd.readouterr().err
+    assert any(record.getMessage().startswith("blocked request: ") for record in caplog.records)
