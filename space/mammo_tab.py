@@ -44,6 +44,10 @@ def predict_exam(predictor: MammoPredictor, *paths: str | None) -> tuple[dict[st
                       "upload the files again.") from err
     except ValueError as err:
         raise refusal(views, str(err)) from err
+    except Exception as err:  # a bug, not the user's fault: the log gets the traceback, the user a plain message
+        logger.exception("mammography prediction failed (%s)", ", ".join(log_name(p) for p in views.values()))
+        raise gr.Error("Something went wrong while processing these files; it has been logged. Please try other "
+                       "files.", title="Server error", print_exception=False) from err
     kind = "multi-view model (views read together)" if predictor.multiview else (
         f"single-view model (exam score = {predictor.aggregation} over views)")
     lines = [f"**Views used:** {', '.join(prediction.views_used)} — {kind}."]

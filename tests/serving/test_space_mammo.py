@@ -144,3 +144,21 @@ def test_refusals_name_no_server_path_class_or_address(mammo_models, monkeypatch
     with pytest.raises(gr.Error) as refused:
         tab.predict_exam(predictor, "/srv/gradio/0a1b/x.png", None, None, None)
     assert refused.value.message == "L-CC: bad view ('x') in at x.png"
+
+
+def test_an_unexpected_failure_is_logged_and_the_user_gets_no_internals(mammo_models, monkeypatch, caplog):
+    import logging
+
+    from hf_deitcxr.mammo.inference import MammoPredictor
+
+    tab = load_space_module("mammo_tab")
+    predictor = MammoPredictor(str(mammo_models["single_view"]))
+
+    def crash(views):
+        raise RuntimeError("boom at 0x7f3c2a1b2c30 in /srv/x.png")
+
+    monkeypatch.setattr(predictor, "predict", crash)
+    with caplog.at_level(logging.ERROR), pytest.raises(gr.Error, match="Something went wrong") as failed:
+        tab.predict_exam(predictor, "/srv/x.png", None, None, None)
+    assert not any(leak in failed.value.message for leak in ("RuntimeError", "0x7f", "/srv"))
+    assert caplog.records[-1].exc_info is not None
