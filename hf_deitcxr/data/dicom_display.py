@@ -26,6 +26,7 @@ _PALETTE_TABLES = tuple(
     f"{colour}PaletteColorLookupTable{part}" for colour in ("Red", "Green", "Blue") for part in ("Descriptor", "Data")
 )
 _LUMA = np.array([0.299, 0.587, 0.114])
+TABLE_MIN_PIXELS = 65536  # above this many pixels a 16-bit image is mapped through a table of all stored values
 
 
 class ImageHeader:
@@ -90,6 +91,20 @@ def display_uint8(array: np.ndarray, ds: pydicom.Dataset, header: ImageHeader,
 
 def _monochrome_to_uint8(array: np.ndarray, ds: pydicom.Dataset, header: ImageHeader,
                          percentiles: tuple[float, float] | None) -> np.ndarray:
+    if (percentiles is None and header.bits_stored > 8 and array.dtype in (np.uint16, np.int16)
+            and array.size > TABLE_MIN_PIXELS):
+        # Above 8 bits without percentiles the mapping depends on the stored value alone: compute it once for each
+        # of the 65536 possible values and index, instead of float64 temporaries of the whole image (GBs near the
+        # pixel budget).
+        signed = array.dtype == np.int16
+        table = _monochrome_pixels(np.arange(-32768 if signed else 0, 32768 if signed else 65536,
+                                             dtype=array.dtype), ds, header, None)
+        return table[array.view(np.uint16) ^ np.uint16(0x8000) if signed else array]  # int16 v -> v + 32768
+    return _monochrome_pixels(array, ds, header, percentiles)
+
+
+def _monochrome_pixels(array: np.ndarray, ds: pydicom.Dataset, header: ImageHeader,
+                       percentiles: tuple[float, float] | None) -> np.ndarray:
     name = header.name
     values, value_range, rescaled = _modality(array, ds, header)
     if "VOILUTSequence" in ds:

@@ -147,3 +147,34 @@ def test_valid_palette_colour_dicom_becomes_grey():
     )
     out = np.asarray(read_radiograph(data))
     assert out.shape == (8, 8) and out[0, 0] == 0 and out[-1, -1] == 255  # red ramp only: min-max of the luma
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("display", ["bits stored", "window", "rescale + sigmoid window", "VOI LUT"])
+def test_large_16_bit_images_mapped_through_a_table_match_the_direct_mapping(monkeypatch, signed, display):
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    import hf_deitcxr.data.dicom_display as display_module
+
+    rng = np.random.default_rng(3)
+    low, high = (-2048, 2048) if signed else (0, 4096)
+    stored = rng.integers(low, high, (300, 300)).astype(np.int16 if signed else np.uint16)
+    attributes = {"PixelRepresentation": int(signed)}
+    if display == "window":
+        attributes |= {"WindowCenter": 300, "WindowWidth": 1500}
+    elif display == "rescale + sigmoid window":
+        attributes |= {"RescaleSlope": 0.5, "RescaleIntercept": -100, "WindowCenter": 200, "WindowWidth": 900,
+                       "VOILUTFunction": "SIGMOID"}
+    elif display == "VOI LUT":
+        item = Dataset()
+        item.LUTDescriptor = [4096, low, 16]
+        item.add_new(0x00283006, "US", list(range(0, 65536, 16)))
+        attributes["VOILUTSequence"] = Sequence([item])
+    data = write_dicom(None, stored, bits_stored=12, **attributes)
+    assert stored.size > display_module.TABLE_MIN_PIXELS
+    through_table = np.asarray(read_dicom(data))
+    monkeypatch.setattr(display_module, "TABLE_MIN_PIXELS", 10**9)
+    direct = np.asarray(read_dicom(data))
+    np.testing.assert_array_equal(through_table, direct)
+    assert len(np.unique(direct)) > 100
