@@ -42,6 +42,7 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage"]
 TIMEOUT_MS = 60_000
+UPLOAD_LIMIT_KB = 1024  # far above the test images
 UPLOAD = RADIOGRAPHS[1]  # uploaded through the file input (RADIOGRAPHS[0] is the same image as EXAMPLE)
 EXAMPLE = sorted(APP.parent.glob("examples/*.jpg"))[0]  # clicked in the examples table
 # (student, teacher) top labels the tiny models are built to give: each model tells the two images apart
@@ -68,7 +69,9 @@ def served(tmp_path_factory):
         student, teacher = (str(p) for p in save_tiny_models_that_tell_apart(root, DESIGNED))
         expected = DESIGNED
     demo = app.build_demo(student, teacher, precision="fp32")
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    # As `main` launches it, with a small upload limit (MAX_FILE_SIZE) that the over-size test can exceed quickly.
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True,
+                **app.launch_options({"MAX_FILE_SIZE": f"{UPLOAD_LIMIT_KB}kb"}))
     try:
         yield demo.local_url, expected
     finally:
@@ -181,3 +184,16 @@ def test_markup_in_dicom_tags_is_shown_as_literal_text(served, page, tmp_path):
         assert_nothing_rendered_as_markup(page, requested)
     finally:
         page.remove_listener("request", record)
+
+
+def test_an_over_size_upload_is_refused_in_the_page(served, page, tmp_path):
+    """MAX_FILE_SIZE (Gradio's max_file_size): a larger file gets a clear message and never reaches the model."""
+    url, _ = served
+    big = tmp_path / "big.dcm"
+    big.write_bytes(b"\0" * (UPLOAD_LIMIT_KB * 1024 + 1))
+    open_app(page, url)
+    page.locator("input[type=file]").first.set_input_files(str(big))
+    toast = page.locator('[data-testid="toast-text"]', has_text="exceed the maximum allowed size").first
+    toast.wait_for()  # the page refuses it before sending it
+    assert "big.dcm" in toast.text_content()
+    assert page.get_by_text("big.dcm").count() == 1  # named in the toast only: the File component did not take it
