@@ -1,6 +1,7 @@
 """The Space in a real browser: headless Debian Chromium driven by Playwright uploads a radiograph in the page, clicks
 Classify and reads the predicted label from the DOM; a file that is not an image shows the app's error message; DICOM
 tags holding Markdown/HTML show as literal text, in the status panel and in an error toast; the page fetches nothing.
+An upload over the app's MAX_FILE_SIZE is refused in the page.
 
 By default the app serves a tiny student and teacher whose heads are set so that the uploaded radiograph and the
 clicked example get different labels from each model (`save_tiny_models_that_tell_apart`): the page must show the
