@@ -181,9 +181,8 @@ def tiny_and_thin(rng, r):
     return [(".png", _encode(Image.fromarray(_noise(rng, shape)), "PNG")) for shape in shapes]
 
 
-def _dicom(rows: int, cols: int, pixels: bytes | None, *, transfer_syntax=None, photometric="MONOCHROME2",
-           bits: int = 16, bits_stored: int | None = None) -> bytes:
-    from pydicom import dcmwrite
+def _dicom_dataset(transfer_syntax=None):
+    """An empty DX secondary-capture dataset with its file meta (explicit VR little endian unless told)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -194,7 +193,16 @@ def _dicom(rows: int, cols: int, pixels: bytes | None, *, transfer_syntax=None, 
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns = "DX", rows, cols
+    ds.Modality = "DX"
+    return ds
+
+
+def _dicom(rows: int, cols: int, pixels: bytes | None, *, transfer_syntax=None, photometric="MONOCHROME2",
+           bits: int = 16, bits_stored: int | None = None) -> bytes:
+    from pydicom import dcmwrite
+
+    ds = _dicom_dataset(transfer_syntax)
+    ds.Rows, ds.Columns = rows, cols
     ds.SamplesPerPixel, ds.PhotometricInterpretation = (3 if photometric == "RGB" else 1), photometric
     if photometric == "RGB":
         ds.PlanarConfiguration = 0
@@ -234,18 +242,10 @@ def _patched_dicom(pixels: np.ndarray | None, *, drop=(), raw=None, transfer_syn
     """
     from pydicom import dcmwrite
     from pydicom.datadict import dictionary_VR, tag_for_keyword
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     pixels = np.zeros((8, 8), np.uint16) if pixels is None else pixels
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, (ds.Rows, ds.Columns), ds.SamplesPerPixel = "DX", pixels.shape[-2:], 1
+    ds = _dicom_dataset(transfer_syntax)
+    (ds.Rows, ds.Columns), ds.SamplesPerPixel = pixels.shape[-2:], 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = pixels.dtype.itemsize * 8
     ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, 0
