@@ -36,19 +36,21 @@ def per_group_metrics(
     """
     probs = np.asarray(probabilities)
     labels_arr = np.asarray(labels)
+    return {
+        key: compute_classification_metrics(probs[rows], labels_arr[rows], label_names=label_names, num_bins=num_bins)
+        for key, rows in group_rows(groups, len(probs), len(labels_arr)).items()
+    }
+
+
+def group_rows(groups: Sequence[Any], num_probability_rows: int, num_labels: int) -> dict[str, np.ndarray]:
+    """The row indices of each group (e.g. each `source`), keyed by `str(group)` in sorted order."""
     group_keys = np.asarray([str(group) for group in groups])
-    if len(group_keys) != len(labels_arr) or len(group_keys) != len(probs):
+    if len(group_keys) != num_labels or len(group_keys) != num_probability_rows:
         raise ValueError(
-            f"groups has {len(group_keys)} entries but there are {len(probs)} probability rows "
-            f"and {len(labels_arr)} labels"
+            f"groups has {len(group_keys)} entries but there are {num_probability_rows} probability rows "
+            f"and {num_labels} labels"
         )
-    results = {}
-    for key in sorted(set(group_keys.tolist())):
-        in_group = group_keys == key
-        results[key] = compute_classification_metrics(
-            probs[in_group], labels_arr[in_group], label_names=label_names, num_bins=num_bins
-        )
-    return results
+    return {key: np.flatnonzero(group_keys == key) for key in sorted(set(group_keys.tolist()))}
 
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "bootstrap_intervals",
     "compute_classification_metrics",
     "expected_calibration_error",
+    "group_rows",
     "load_cxr_metric",
     "per_group_metrics",
 ]

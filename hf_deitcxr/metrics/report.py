@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from . import compute_classification_metrics, per_group_metrics
+from . import compute_classification_metrics, group_rows, per_group_metrics
 from .intervals import DEFAULT_NUM_RESAMPLES, bootstrap_intervals, format_entry
 
 METRICS_FILE = "metrics.json"
@@ -82,14 +82,10 @@ def evaluation_intervals(
     overall = bootstrap_intervals(probabilities, labels, label_names, patient_ids=patient_ids, **options)
     if sources is None:
         return {"overall": overall, "per_source": {}}
-    keys = np.asarray([str(source) for source in sources])
-    if len(keys) != len(labels):
-        raise ValueError(f"sources has {len(keys)} entries but there are {len(labels)} labels")
     probs, labels_arr = np.asarray(probabilities), np.asarray(labels)
     all_ids = None if patient_ids is None else list(patient_ids)
     per_source = {}
-    for key in sorted(set(keys.tolist())):
-        rows = np.flatnonzero(keys == key)
+    for key, rows in group_rows(sources, len(probs), len(labels_arr)).items():
         ids = None if all_ids is None else [all_ids[i] for i in rows]
         per_source[key] = bootstrap_intervals(probs[rows], labels_arr[rows], label_names, patient_ids=ids, **options)
     return {"overall": overall, "per_source": per_source}
