@@ -12,7 +12,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 from .data import load_radiograph_dataset
 from .data.collate import RadiographCollator
 from .data.image_cache import CachedImageDataset
-from .data.input_spec import input_spec_from_processor
+from .data.input_spec import InputSpec
 from .metrics.intervals import DEFAULT_NUM_RESAMPLES
 from .metrics.report import write_evaluation_report
 
@@ -47,7 +47,7 @@ def evaluate_model(
     datasets = load_radiograph_dataset(dataset, class_names=label_names)
     if split not in datasets:
         raise ValueError(f"split {split!r} not in {dataset}; available: {list(datasets)}")
-    spec = input_spec_from_processor(processor, model.config.num_channels)
+    spec = InputSpec.from_processor(processor, model.config.num_channels)
     data = CachedImageDataset.from_hf_dataset(datasets[split], size=spec.size)
     collator = RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
     probabilities = predict_probabilities(model, data, collator, batch_size)

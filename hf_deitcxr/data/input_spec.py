@@ -29,10 +29,6 @@ class InputSpec:
         return cls.create(mean, std, num_channels, size)
 
 
-def input_spec_from_processor(processor, num_channels: int) -> InputSpec:
-    return InputSpec.from_processor(processor, num_channels)
-
-
 def normalization_from_image_processor(processor) -> tuple[tuple[float, ...], tuple[float, ...], int]:
     """(mean, std, size) of a transformers image processor; `size` is the model's input size.
 
@@ -64,4 +60,4 @@ def _edge_of(size) -> int | None:
     return None
 
 
-__all__ = ["InputSpec", "input_spec_from_processor", "normalization_from_image_processor"]
+__all__ = ["InputSpec", "normalization_from_image_processor"]

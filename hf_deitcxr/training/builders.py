@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from ..data.input_spec import InputSpec, input_spec_from_processor
+from ..data.input_spec import InputSpec
 from ..models.deit_cxr.configuration_deit_cxr import DeiTCXRConfig
 from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
 from ..models.deit_cxr.modeling_deit_cxr import DeiTCXRForImageClassificationWithTeacher
@@ -97,10 +97,10 @@ def load_trained_teacher(path: str, label_names: Sequence[str]) -> tuple[nn.Modu
         )
     try:
         processor = AutoImageProcessor.from_pretrained(path)
-        spec = input_spec_from_processor(processor, teacher.config.num_channels)
+        spec = InputSpec.from_processor(processor, teacher.config.num_channels)
     except OSError:
         size = getattr(teacher.config, "image_size", 224)
-        spec = input_spec_from_processor(make_image_processor(size, teacher.config.num_channels),
-                                         teacher.config.num_channels)
+        spec = InputSpec.from_processor(make_image_processor(size, teacher.config.num_channels),
+                                        teacher.config.num_channels)
     return teacher, spec
 

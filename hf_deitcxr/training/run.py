@@ -16,7 +16,7 @@ from ..data.augmentation import AugmentationConfig, RadiographAugmentation
 from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
 from ..data.image_cache import CachedImageDataset
-from ..data.input_spec import input_spec_from_processor
+from ..data.input_spec import InputSpec
 from ..metrics.report import write_evaluation_report
 from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
 from .arguments import DataArguments, ModelArguments, configure_logging, parse_training_arguments
@@ -50,7 +50,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     model = build_model(model_args, label_names)
     processor = make_image_processor(model_args.image_size, model_args.num_channels)
-    student_spec = input_spec_from_processor(processor, model_args.num_channels)
+    student_spec = InputSpec.from_processor(processor, model_args.num_channels)
 
     cache_dir = data_args.pixel_cache_dir
     train_data = CachedImageDataset.from_hf_dataset(train_split, size=model_args.image_size, cache_dir=cache_dir)
