@@ -7,8 +7,8 @@ from transformers import AutoModelForImageClassification, ViTConfig
 
 from hf_deitcxr.mammo import MultiViewMammoConfig, MultiViewMammoForExamClassification
 
-MAMMO_LABELS = ["benign", "malignant"]
-LABELS = MAMMO_LABELS
+# The mammography label order of every mammography test.
+LABELS = ["benign", "malignant"]
 IMAGENET = 1000  # stand-ins carry an ImageNet-sized head, as Hub checkpoints do
 
 
