@@ -7,7 +7,9 @@
 - 16-bit grey images are mapped by their bit depth, not min-max: the PNG `sBIT` chunk when the file states its
   significant bits, else the smallest of 8/10/12/14/16 bits that holds the brightest pixel (12-bit data in a
   16-bit container is the common case). So the same picture saved at 12 or 16 bits gives the same grey levels
-  (±1), and its contrast is kept. 32-bit integer and float images carry no bit depth: min-max of the finite values.
+  (±1), and its contrast is kept. 32-bit integer images holding 0..65535 are treated alike; float images and
+  other integers carry no bit depth: min-max of the finite values. This is `grey_levels.high_depth_to_uint8`, the
+  function the saved image processor and training's image cache use too, so they see the same grey levels.
 """
 
 from __future__ import annotations
@@ -18,14 +20,11 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .grey_levels import range_to_uint8, scale_to_uint8
+from .grey_levels import HIGH_DEPTH_MODES, high_depth_to_uint8
 from .image_errors import UnreadableImageError, check_pixel_budget
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
 ACCEPTED_TEXT = "PNG, JPEG, TIFF, BMP, WebP or DICOM"
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-_HIGH_DEPTH_MODES = _SIXTEEN_BIT_MODES + ("I", "F")
-_CANDIDATE_DEPTHS = (8, 10, 12, 14, 16)
 # Magic numbers of formats Pillow (or a browser) knows but we refuse, to name them in the message.
 _REFUSED_MAGIC = (
     (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"%PDF", "PDF"), (b"8BPS", "PSD"), (b"%!PS", "PostScript/EPS"),
@@ -66,20 +65,11 @@ def decode_raster(data: bytes, name: str) -> Image.Image:
 def _to_grey(image: Image.Image, significant_bits: int | None) -> Image.Image:
     if image.mode == "L":
         return image
-    if image.mode in _SIXTEEN_BIT_MODES:  # Image.convert("L") would clip 16-bit values at 255
-        values = np.asarray(image)
-        bits = significant_bits or _depth_holding(int(values.max()) if values.size else 0)
-        return Image.fromarray(range_to_uint8(values, 0, 2**bits - 1))
-    if image.mode in _HIGH_DEPTH_MODES:
-        return Image.fromarray(scale_to_uint8(np.asarray(image)))
+    if image.mode in HIGH_DEPTH_MODES:  # Image.convert("L") would clip 16-bit values at 255
+        return Image.fromarray(high_depth_to_uint8(np.asarray(image), significant_bits))
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("L")
-
-
-def _depth_holding(brightest: int) -> int:
-    """The smallest usual stored bit depth whose range holds `brightest`."""
-    return next((bits for bits in _CANDIDATE_DEPTHS if brightest < 2**bits), 16)
 
 
 def _png_significant_bits(data: bytes) -> int | None:

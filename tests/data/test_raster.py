@@ -121,3 +121,31 @@ def test_a_mode_pillow_cannot_convert_is_a_clear_error():
     Image.new("LAB", (8, 8)).save(buffer, format="TIFF")
     with pytest.raises(UnreadableImageError, match="a LAB image cannot be shown as grey"):
         read_radiograph(buffer.getvalue())
+
+
+
+@pytest.mark.parametrize("kind", ["16-bit full range", "12-bit in 16", "low-contrast 16-bit", "32-bit I"])
+def test_space_training_and_processor_paths_give_one_grey_array_for_a_high_depth_file(kind):
+    # The Space decodes the file (read_radiograph); training (load_grey_resized) and the saved 1-channel processor
+    # (to_grey_array) see the PIL image Pillow opens. All three map it by the stored bit depth, not min-max, which
+    # would stretch the low-contrast picture (40..200 of 255) to 0..255.
+    from hf_deitcxr.data.image_cache import load_grey_resized
+    from hf_deitcxr.models.deit_cxr.image_processing_deit_cxr import to_grey_array
+
+    low_contrast = np.linspace(40, 200, 48 * 48).reshape(48, 48).round()
+    values = {
+        "16-bit full range": np.linspace(0, 65535, 48 * 48).reshape(48, 48).round().astype(np.uint16),
+        "12-bit in 16": np.rint(low_contrast * (4095 / 255)).astype(np.uint16),
+        "low-contrast 16-bit": low_contrast.astype(np.uint16) * 257,
+        "32-bit I": np.rint(low_contrast * (4095 / 255)).astype(np.int32),  # 12-bit data widened to mode "I"
+    }[kind]
+    data = encode(values, "TIFF" if kind == "32-bit I" else "PNG")
+    space = np.asarray(read_radiograph(data))
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.mode == ("I" if kind == "32-bit I" else "I;16")
+        processor = to_grey_array(opened)[0]
+    training = load_grey_resized({"bytes": data, "path": None}, 48)  # the training size: no resize
+    np.testing.assert_array_equal(processor, space)
+    np.testing.assert_array_equal(training, space)
+    if kind != "16-bit full range":
+        assert np.abs(space.astype(int) - low_contrast).max() <= 1  # the file's grey levels, its contrast kept

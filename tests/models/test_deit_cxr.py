@@ -1,5 +1,6 @@
 """The DeiT student: loss, heads, compatibility with the stock class, saving, Auto/remote-code loading, channels."""
 
+import io
 import json
 import math
 import subprocess
@@ -332,3 +333,29 @@ def test_pipeline_probabilities_equal_forward(tmp_path, num_channels):
     assert set(by_label) == set(LABELS)
     for index, name in enumerate(LABELS):
         assert by_label[name] == pytest.approx(probabilities[index].item(), abs=1e-6)
+
+
+def test_one_picture_at_8_12_and_16_bits_gives_one_processor_output_and_prediction():
+    """The 1-channel processor (and so training, which decodes with the same `to_grey_array`) maps 16-bit images
+    by their stored bit depth: re-encoding a picture does not change the model input or the prediction. A
+    low-contrast picture (40..200 of 255) tells this apart from min-max, which would stretch it to 0..255."""
+    grey = np.linspace(40, 200, 50 * 60).reshape(50, 60).round().astype(np.uint8)
+    encodings = {"8-bit": grey, "16-bit": grey.astype(np.uint16) * 257,
+                 "12-bit in 16": np.rint(grey * (4095 / 255)).astype(np.uint16)}
+    processor = make_image_processor(32, num_channels=1)
+    torch.manual_seed(0)
+    model = DeiTCXRForImageClassificationWithTeacher(DeiTCXRConfig(**tiny_deit_kwargs(num_channels=1))).eval()
+    pixels, probabilities = {}, {}
+    for name, values in encodings.items():
+        buffer = io.BytesIO()
+        Image.fromarray(values).save(buffer, format="PNG")
+        with Image.open(io.BytesIO(buffer.getvalue())) as image:
+            assert image.mode == ("L" if name == "8-bit" else "I;16")
+            pixels[name] = processor(image, return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            probabilities[name] = model(pixels[name]).logits.softmax(-1)[0]
+    one_grey_level = 1 / 255 / processor.image_std[0]
+    for name in ("16-bit", "12-bit in 16"):
+        torch.testing.assert_close(pixels[name], pixels["8-bit"], rtol=0, atol=one_grey_level * 1.01)
+        torch.testing.assert_close(probabilities[name], probabilities["8-bit"], rtol=0, atol=1e-3)
+        assert probabilities[name].argmax() == probabilities["8-bit"].argmax()
