@@ -6,14 +6,24 @@ radiographs (hf_deitcxr/sample_data/cxr3_sample, PNG/JPEG as a user would upload
 Reports errors, latency percentiles (submit -> result, as a user waits, queueing included) and throughput, and the
 baseline: the same requests from one client, sequentially, in the same run.
 
+`--mix hostile`: each request is drawn (seeded, per client) from three groups: valid radiographs (the sample as
+JPEG, PNG, 8/16-bit DICOM; must succeed with the four outputs), hostile files (every refused kind of
+scripts/malformed_inputs.py: bombs, malformed DICOM, random bytes, ...; must be refused with a clear `gr.Error`
+message) and near-limit files (just under the pixel budget / upload limit: must succeed; just over the pixel
+budget: must be refused). "Unexpected" is anything else: a crash, the generic "Server error" message (an exception
+the app did not foresee), a timeout, a valid file refused or a hostile one accepted. Latency is reported per group.
+
     python scripts/load_test_space.py --model_id outputs/quickstart/distill --teacher_id outputs/quickstart/teacher \
         --clients 8 --requests_per_client 50
+    python scripts/load_test_space.py --model_id outputs/quickstart/distill --teacher_id outputs/quickstart/teacher \
+        --clients 16 --requests_per_client 20 --mix hostile --baseline_requests 40
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from space_server import peak_memory_mib, running_space  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parents[1] / "hf_deitcxr" / "sample_data" / "cxr3_sample"
+GENERIC_ERROR = "has raised an exception but has not enabled verbose error reporting"
+SERVER_ERROR_TITLE = "Server error"  # space/app.py's message for an exception it did not foresee (a bug)
 
 
 @dataclass
@@ -39,11 +51,20 @@ class LoadTestArguments:
     requests_per_client: int = field(default=50)
     baseline_requests: int = field(default=20, metadata={"help": "Sequential single-client requests first"})
     timeout_s: float = field(default=300.0)
+    mix: str = field(default="valid", metadata={"help": "valid: the sample radiographs only; hostile: a mix of "
+                                                        "valid, hostile and near-limit files",
+                                                "choices": ["valid", "hostile"]})
+    near_limit_fraction: float = field(default=0.1, metadata={"help": "--mix hostile: share of near-limit files"})
+    hostile_fraction: float = field(default=0.4, metadata={"help": "--mix hostile: share of hostile files"})
+    hostile_per_kind: int = field(default=3, metadata={"help": "--mix hostile: files per hostile kind"})
+    seed: int = field(default=0)
     output_json: str | None = field(default=None)
 
     def __post_init__(self) -> None:
         if not (self.model_id or self.url):
             raise ValueError("give --model_id (start space/app.py) or --url (connect to a running app)")
+        if self.mix not in ("valid", "hostile"):
+            raise ValueError(f"--mix must be valid or hostile, not {self.mix!r}")
 
 
 def sample_files() -> list[Path]:
@@ -53,35 +74,118 @@ def sample_files() -> list[Path]:
     return files
 
 
-def client_session(url: str, requests: int, offset: int, timeout_s: float, start_barrier=None) -> list[dict]:
+def answer_outcome(result, error: BaseException | None) -> tuple[str, str]:
+    """(outcome, detail) of one `predict` answer: success (the four outputs, a label dict with confidences first),
+    clear_error (a gr.Error with a specific message), generic_error (the app's "Server error": an exception it did
+    not foresee), timeout, or crash (Gradio's generic exception, an empty message, another exception, a bad shape)."""
+    from gradio_client.exceptions import AppError
+
+    if error is not None:
+        if isinstance(error, AppError):
+            message = str(error.message or "").strip()
+            if not message or GENERIC_ERROR in message:
+                return "crash", message or "empty error message"
+            if getattr(error, "title", None) == SERVER_ERROR_TITLE:
+                return "generic_error", message
+            return "clear_error", message
+        if isinstance(error, TimeoutError):
+            return "timeout", f"no answer ({type(error).__name__})"
+        return "crash", f"{type(error).__name__}: {error}"
+    label = result[0] if isinstance(result, (list, tuple)) and len(result) == 4 else None
+    if isinstance(label, dict) and label.get("confidences"):
+        return "success", str(label.get("label"))
+    return "crash", f"unexpected output {str(result)[:120]}"
+
+
+def is_unexpected(expected: str | None, outcome: str) -> bool:
+    """Valid files must succeed, hostile ones be refused clearly; None (either) still rules out crashes/timeouts."""
+    if expected is None:
+        return outcome not in ("success", "clear_error")
+    return outcome != expected
+
+
+def mixed_plan(pools: dict[str, list], requests: int, fractions: dict[str, float], seed) -> list:
+    """`requests` items drawn from `pools` (group -> cases): the group with probability `fractions[group]` (the rest
+    of the probability goes to "valid"), then a case of that group uniformly; deterministic for `seed`."""
+    rest = 1.0 - sum(fractions.get(g, 0.0) for g in pools if g != "valid")
+    if rest < 0:
+        raise ValueError(f"fractions {fractions} add up to more than 1")
+    groups = list(pools)
+    weights = np.array([rest if g == "valid" else fractions.get(g, 0.0) for g in groups])
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(groups), size=requests, p=weights / weights.sum())
+    return [pools[groups[g]][int(rng.integers(len(pools[groups[g]])))] for g in picks]
+
+
+def sample_plan(requests: int, offset: int) -> list:
+    """The bundled sample radiographs in turn from `offset` (the default, valid-only load)."""
+    from memory_profile_space import ProfileCase
+
+    files = sample_files()
+    return [ProfileCase("sample", "valid", "success", files[(offset + i) % len(files)]) for i in range(requests)]
+
+
+def mixed_pools(folder: Path, hostile_per_kind: int, seed: int) -> dict[str, list]:
+    """valid / hostile / near_limit cases (memory_profile_space's inputs) for `--mix hostile`."""
+    from memory_profile_space import ProfileCase, hostile_cases, near_limit_cases, valid_cases
+
+    samples = [ProfileCase("sample_jpeg", "valid", "success", p) for p in sample_files()]
+    valid = samples + [c for c in valid_cases(folder / "valid", 4) if c.kind != "valid_jpeg"]
+    hostile = [c for c in hostile_cases(folder / "hostile", hostile_per_kind, seed) if c.group == "hostile"]
+    return {"valid": valid, "hostile": hostile, "near_limit": near_limit_cases(folder / "near_limit")}
+
+
+def client_session(url: str, plan: list, timeout_s: float, start_barrier=None) -> list[dict]:
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False, download_files=False)
-    files = sample_files()
     if start_barrier is not None:
         start_barrier.wait()  # all clients connected: start together
     results = []
-    for i in range(requests):
-        path = files[(offset + i) % len(files)]
+    for case in plan:
         start = time.perf_counter()
         try:
-            output = client.submit(handle_file(str(path)), api_name="/predict").result(timeout=timeout_s)
-            ok = isinstance(output, (list, tuple)) and isinstance(output[0], dict) and output[0].get("confidences")
-            error = None if ok else f"unexpected output {str(output)[:120]}"
-        except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
-            error = f"{type(exc).__name__}: {exc}"[:200]
-        results.append({"seconds": time.perf_counter() - start, "error": error})
+            job = client.submit(handle_file(str(case.path)), api_name="/predict")
+            output, error = job.result(timeout=timeout_s), None
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and counted
+            output, error = None, exc
+        seconds = time.perf_counter() - start
+        outcome, detail = answer_outcome(output, error)
+        unexpected = is_unexpected(case.expected, outcome)
+        results.append({"seconds": seconds, "group": case.group, "kind": case.kind, "outcome": outcome,
+                        "error": f"{case.kind} {case.path.name}: {outcome}: {detail}"[:240] if unexpected else None})
     return results
 
 
 def stats(results: list[dict], wall_s: float) -> dict:
+    """Errors = unexpected answers; latency over the expected ones (valid-only load: the successes)."""
     seconds = np.array([r["seconds"] for r in results if r["error"] is None])
     errors = [r["error"] for r in results if r["error"] is not None]
     return {"requests": len(results), "errors": len(errors), "error_examples": sorted(set(errors))[:5],
             "p50_s": float(np.percentile(seconds, 50)) if len(seconds) else None,
             "p95_s": float(np.percentile(seconds, 95)) if len(seconds) else None,
             "mean_s": float(seconds.mean()) if len(seconds) else None,
-            "wall_s": wall_s, "throughput_rps": len(seconds) / wall_s if wall_s else None}
+            "wall_s": wall_s, "throughput_rps": len(results) / wall_s if wall_s else None}
+
+
+def group_stats(results: list[dict]) -> dict:
+    """Per group: requests, unexpected, outcomes and latency percentiles of all its answers."""
+    out = {}
+    for group in sorted({r["group"] for r in results}):
+        mine = [r for r in results if r["group"] == group]
+        seconds = np.array([r["seconds"] for r in mine])
+        outcomes: dict[str, int] = {}
+        for r in mine:
+            outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+        out[group] = {"requests": len(mine), "unexpected": sum(r["error"] is not None for r in mine),
+                      "outcomes": outcomes, "p50_s": float(np.percentile(seconds, 50)),
+                      "p95_s": float(np.percentile(seconds, 95)), "max_s": float(seconds.max())}
+    return out
+
+
+def _reset_peak(process) -> None:
+    if process is not None:
+        Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # VmHWM := current RSS (Linux)
 
 
 def run(args: LoadTestArguments) -> dict:
@@ -89,23 +193,41 @@ def run(args: LoadTestArguments) -> dict:
         running_space(args.model_id, extra_env=_teacher_env(args.teacher_id))
         if not args.url else nullcontext((args.url, None))
     )
-    with server as (url, process):
-        client_session(url, 2, 0, args.timeout_s)  # warm-up (first request loads/initialises lazily, if anything)
-        start = time.perf_counter()
-        baseline = client_session(url, args.baseline_requests, 0, args.timeout_s)
-        baseline_stats = stats(baseline, time.perf_counter() - start)
+    if args.mix == "hostile":
+        pools = mixed_pools(Path(tempfile.mkdtemp(prefix="load_mix_")), args.hostile_per_kind, args.seed)
+        fractions = {"hostile": args.hostile_fraction, "near_limit": args.near_limit_fraction}
 
+        def plan(requests: int, k: int) -> list:
+            return mixed_plan(pools, requests, fractions, [args.seed, k])
+    else:
+        def plan(requests: int, k: int) -> list:
+            return sample_plan(requests, k * 3)
+    with server as (url, process):
+        client_session(url, sample_plan(2, 0), args.timeout_s)  # warm-up (first request initialises lazily)
+        _reset_peak(process)
+        start = time.perf_counter()
+        baseline = client_session(url, plan(args.baseline_requests, 10_000), args.timeout_s)
+        baseline_stats = stats(baseline, time.perf_counter() - start)
+        baseline_peak = peak_memory_mib(process.pid) if process is not None else None
+
+        _reset_peak(process)
         barrier = threading.Barrier(args.clients)
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
-            futures = [pool.submit(client_session, url, args.requests_per_client, k * 3, args.timeout_s, barrier)
+            futures = [pool.submit(client_session, url, plan(args.requests_per_client, k), args.timeout_s, barrier)
                        for k in range(args.clients)]
             start = time.perf_counter()
             concurrent = [r for f in futures for r in f.result()]
         concurrent_stats = stats(concurrent, time.perf_counter() - start)
         peak = peak_memory_mib(process.pid) if process is not None else None
         alive = process is None or process.poll() is None
-    return {"baseline_1_client": baseline_stats, f"concurrent_{args.clients}_clients": concurrent_stats,
-            "server_peak_rss_mib": peak, "server_alive_at_end": alive}
+    report = {"baseline_1_client": baseline_stats, f"concurrent_{args.clients}_clients": concurrent_stats,
+              "server_peak_rss_mib": peak, "server_peak_rss_baseline_mib": baseline_peak,
+              "server_alive_at_end": alive, "mix": args.mix}
+    if args.mix == "hostile":
+        report["groups_baseline"] = group_stats(baseline)
+        report[f"groups_{args.clients}_clients"] = group_stats(concurrent)
+        report["pool_sizes"] = {g: len(cases) for g, cases in pools.items()}
+    return report
 
 
 def _teacher_env(teacher_id: str | None) -> dict[str, str]:
@@ -120,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run(args)
     print(f"{'run':<24} {'requests':>8} {'errors':>6} {'p50 s':>7} {'p95 s':>7} {'req/s':>7}")
     for name, row in report.items():
-        if isinstance(row, dict):
+        if isinstance(row, dict) and "throughput_rps" in row:
             print(f"{name:<24} {row['requests']:>8} {row['errors']:>6} {row['p50_s'] or 0:>7.3f} "
                   f"{row['p95_s'] or 0:>7.3f} {row['throughput_rps'] or 0:>7.2f}")
     base, load = report["baseline_1_client"], report[f"concurrent_{args.clients}_clients"]
@@ -128,7 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         ratio = load["throughput_rps"] / base["throughput_rps"]
         print(f"throughput ratio {args.clients} clients / 1 client: {ratio:.2f}; "
               f"p50 latency ratio: {load['p50_s'] / base['p50_s']:.2f}")
-    print(f"server peak RSS {report['server_peak_rss_mib']} MiB, alive at end: {report['server_alive_at_end']}")
+    for name, groups in report.items():
+        if name.startswith("groups_"):
+            print(f"{name}: " + "; ".join(
+                f"{g} {row['requests']} req, {row['unexpected']} unexpected, {row['outcomes']}, "
+                f"p50 {row['p50_s']:.3f} s, p95 {row['p95_s']:.3f} s, max {row['max_s']:.3f} s"
+                for g, row in groups.items()))
+    print(f"server peak RSS {report['server_peak_rss_mib']} MiB under load "
+          f"({report['server_peak_rss_baseline_mib']} MiB in the baseline), "
+          f"alive at end: {report['server_alive_at_end']}")
     errors = [row.get("error_examples") for row in report.values() if isinstance(row, dict) and row.get("errors")]
     for examples in errors:
         print("errors:", *examples, sep="\n  ")
