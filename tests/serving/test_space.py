@@ -311,3 +311,31 @@ def test_requests_gradio_blocks_are_one_log_line_not_a_traceback(demo, path, cap
     assert answer.startswith("event: error")
     assert "Traceback" not in capfd.readouterr().err
     assert any(record.getMessage().startswith("blocked request: ") for record in caplog.records)
+
+
+def test_predict_response_holds_no_upload_path_and_only_the_heatmaps_cache_path(demo, inputs):
+    """The raw JSON of a /predict answer (what a browser or HTTP client reads) names neither the upload's server path
+    nor the client's own path. Its one server path is the heatmap's: Gradio writes the output PNG to its cache and
+    sends `path` and `url` (/gradio_api/file=<path>), which gradio_client needs to download it (space/README.md,
+    "Security notes"). This pins what is exposed, so a change on either side is seen."""
+    import json
+
+    import httpx
+
+    source = inputs["grey.png"]
+    with httpx.Client(base_url=demo.local_url, timeout=60) as http:
+        uploaded = http.post("gradio_api/upload", files={"files": (source.name, source.read_bytes(), "image/png")})
+        upload_path = uploaded.json()[0]
+        body = {"data": [{"path": upload_path, "meta": {"_type": "gradio.FileData"}}]}
+        event = http.post("gradio_api/call/predict", json=body).json()["event_id"]
+        answer = http.get(f"gradio_api/call/predict/{event}").text
+    assert answer.startswith("event: complete"), answer[:500]
+    assert Path(upload_path).is_absolute() and upload_path not in answer and Path(upload_path).parent.name not in answer
+    assert str(source.parent) not in answer
+    student, heatmap, teacher, status = json.loads(answer.split("data:", 1)[1])
+    assert set(heatmap) >= {"path", "url"} and heatmap["meta"] == {"_type": "gradio.FileData"}
+    cache = Path(demo.GRADIO_CACHE).resolve()
+    assert Path(heatmap["path"]).resolve().is_relative_to(cache)  # the cache path: Gradio's file serving
+    assert heatmap["url"].endswith(f"/gradio_api/file={heatmap['path']}")
+    without_heatmap = json.dumps([student, teacher, status])
+    assert str(cache) not in without_heatmap and "/tmp" not in without_heatmap
