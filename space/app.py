@@ -140,6 +140,10 @@ def run_prediction(predictor: ChestXrayPredictor, path: str | None):
         logger.exception("prediction failed on %s", log_name(path))
         raise gr.Error("Something went wrong while processing this file; it has been logged. Please try another "
                        "file.", title="Server error", print_exception=False) from err
+    finally:  # the decoded upload's freed heap back to the OS, or the process stays at its largest request's peak
+        from hf_deitcxr.serving.memory import release_memory
+
+        release_memory()
     teacher = result.teacher.probabilities if result.teacher is not None else None
     return result.student.probabilities, result.overlay, teacher, status_markdown(result)
 
