@@ -54,3 +54,58 @@ def test_a_failing_trim_does_not_raise(monkeypatch):
 
     monkeypatch.setattr(memory, "_malloc_trim", lambda: broken)
     assert release_memory() is False
+
+
+# --- scripts/load_test_space.py --mix hostile: what counts as unexpected -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def load_test():
+    from scripts import load_test_space
+
+    return load_test_space
+
+
+def _four_outputs():
+    return ({"label": "covid", "confidences": [{"label": "covid", "confidence": 0.9}]}, None, None, "status")
+
+
+def test_answer_outcome_tells_success_clear_error_generic_error_timeout_and_crash(load_test):
+    from gradio_client.exceptions import AppError
+
+    outcome = load_test.answer_outcome
+    assert outcome(_four_outputs(), None)[0] == "success"
+    assert outcome(("x", None, None), None)[0] == "crash"  # three outputs: not the endpoint's contract
+    assert outcome(({"label": "covid"}, None, None, "s"), None)[0] == "crash"  # no confidences
+    assert outcome(None, AppError("Could not read this file as an image: x.png: truncated", title="Unreadable file")) \
+        == ("clear_error", "Could not read this file as an image: x.png: truncated")
+    assert outcome(None, AppError("Something went wrong while processing this file; it has been logged.",
+                                  title="Server error"))[0] == "generic_error"
+    assert outcome(None, AppError(f"The upstream Gradio app {load_test.GENERIC_ERROR}. To enable ..."))[0] == "crash"
+    assert outcome(None, AppError("   "))[0] == "crash"
+    assert outcome(None, TimeoutError())[0] == "timeout"
+    assert outcome(None, ConnectionError("refused"))[0] == "crash"
+
+
+def test_unexpected_is_a_valid_file_refused_a_hostile_file_accepted_or_any_failure(load_test):
+    unexpected = load_test.is_unexpected
+    assert not unexpected("success", "success") and not unexpected("clear_error", "clear_error")
+    assert unexpected("success", "clear_error")  # a valid radiograph refused
+    assert unexpected("clear_error", "success")  # a hostile file accepted
+    for failure in ("generic_error", "timeout", "crash"):
+        assert unexpected("success", failure) and unexpected("clear_error", failure) and unexpected(None, failure)
+    assert not unexpected(None, "success") and not unexpected(None, "clear_error")
+
+
+def test_mixed_plan_draws_each_group_in_proportion_and_is_deterministic(load_test):
+    pools = {"valid": ["v1", "v2"], "hostile": ["h1", "h2", "h3"], "near_limit": ["n1"]}
+    fractions = {"hostile": 0.4, "near_limit": 0.1}
+    plan = load_test.mixed_plan(pools, 2000, fractions, seed=[0, 3])
+    assert plan == load_test.mixed_plan(pools, 2000, fractions, seed=[0, 3])
+    assert plan != load_test.mixed_plan(pools, 2000, fractions, seed=[0, 4])
+    share = {g: sum(item in cases for item in plan) / len(plan) for g, cases in pools.items()}
+    assert abs(share["valid"] - 0.5) < 0.05 and abs(share["hostile"] - 0.4) < 0.05
+    assert abs(share["near_limit"] - 0.1) < 0.03
+    assert set(plan) == {item for cases in pools.values() for item in cases}
+    with pytest.raises(ValueError):
+        load_test.mixed_plan(pools, 10, {"hostile": 0.8, "near_limit": 0.3}, seed=0)
