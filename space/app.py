@@ -143,7 +143,7 @@ def run_prediction(predictor: ChestXrayPredictor, path: str | None):
     finally:  # the decoded upload's freed heap back to the OS, or the process stays at its largest request's peak
         from hf_deitcxr.serving.memory import release_memory
 
-        release_memory()
+        release_memory(sys.exc_info()[1])  # a refusal's traceback still holds the decoded image: cleared first
     teacher = result.teacher.probabilities if result.teacher is not None else None
     return result.student.probabilities, result.overlay, teacher, status_markdown(result)
 

@@ -7,6 +7,10 @@ pages of every arena to the kernel. No library we use does this: Python's alloca
 arenas, numpy/PIL/torch allocate large buffers with glibc's `malloc` and leave trimming to the C library, whose
 automatic trimming (M_TRIM_THRESHOLD) only covers the top of the main arena, not the per-thread arenas Gradio's
 worker threads use.
+
+A request that ends in an exception (a refused upload) still holds its memory when the app's `finally:` runs: the
+exception's traceback keeps the frames of the calls that raised, with their local variables (the decoded image),
+until Gradio drops the exception after answering. `release_memory(error)` clears those finished frames first.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import traceback
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +36,18 @@ def _malloc_trim():
     return trim
 
 
-def release_memory() -> bool:
-    """Return freed heap pages to the OS; True if any were released, False if none or not supported here."""
+def release_memory(error: BaseException | None = None) -> bool:
+    """Return freed heap pages to the OS; True if any were released, False if none or not supported here.
+
+    error: the exception the request is ending with, if any; the local variables of the finished frames in its
+    traceback, and in those of the exceptions it was raised from, are cleared first so their memory is free (a
+    frame still running, such as the caller's, is left alone). The tracebacks keep their lines for logging.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
     trim = _malloc_trim()
     if trim is None:
         return False

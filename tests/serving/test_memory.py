@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -41,6 +42,38 @@ def test_freed_heap_of_a_worker_thread_is_returned_to_the_os():
     assert release_memory() is True
     after = _rss_mib()
     assert before - after > 100, f"RSS {before:.0f} -> {after:.0f} MiB: freed heap not returned"
+
+
+def test_the_failed_requests_frames_are_cleared_so_their_memory_is_freed():
+    """A refusal raised from deep inside (as the app's gr.Error from the decoder's error): the decoded data held by
+    the finished frames of the traceback chain is freed; the running frame (the caller's) is left alone."""
+    import weakref
+
+    class Decoded:  # stands in for the decoded upload
+        pass
+
+    alive: list = []
+
+    def decode():
+        image = Decoded()
+        alive.append(weakref.ref(image))
+        raise ValueError("unreadable")
+
+    def run_prediction():
+        marker = "still here"
+        try:
+            decode()
+        except ValueError as err:
+            raise RuntimeError("refused") from err
+        finally:
+            assert alive[0]() is not None  # held by the traceback
+            release_memory(sys.exc_info()[1])
+            assert alive[0]() is None, "the decoded data outlived release_memory"
+            assert marker == "still here"
+
+    with pytest.raises(RuntimeError, match="refused") as info:
+        run_prediction()
+    assert "unreadable" in str(info.value.__cause__)  # the chain itself is kept (for logging)
 
 
 def test_no_malloc_trim_is_a_no_op(monkeypatch):
