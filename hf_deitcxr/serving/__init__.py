@@ -3,6 +3,7 @@
 from .decode import DecodedUpload, decode_upload
 from .input_check import InputCheckConfig, LayoutModel, NotARadiographError, RadiographCheck
 from .predictor import ChestXrayPredictor, ChestXrayResult, Prediction, RadiographClassifier
+from .radiograph_gate import RadiographGate
 
 __all__ = [
     "ChestXrayPredictor",
@@ -14,5 +15,6 @@ __all__ = [
     "Prediction",
     "RadiographCheck",
     "RadiographClassifier",
+    "RadiographGate",
     "decode_upload",
 ]

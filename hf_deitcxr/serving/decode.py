@@ -30,6 +30,8 @@ class DecodedUpload:
     colourfulness: float  # Hasler & Suesstrunk (2003) M on a 64 px thumbnail; 0 for grey files and DICOM
     is_dicom: bool
     modality: str | None  # DICOM (0008,0060) Modality, e.g. "CR", "DX", "CT"; None when absent or not DICOM
+    body_part: str | None = None  # DICOM (0018,0015) BodyPartExamined, e.g. "CHEST"; None when absent
+    view_position: str | None = None  # DICOM (0018,5101) ViewPosition, e.g. "PA", "LL"; None when absent
 
     @property
     def size(self) -> tuple[int, int]:
@@ -52,7 +54,7 @@ def decode_upload(source: ImageSource) -> DecodedUpload:
     except UnreadableImageError as err:
         raise UnreadableImageError(str(err).replace("<bytes>", name)) from err
     if dicom:
-        return DecodedUpload(grey, 0.0, True, _dicom_modality(data))
+        return DecodedUpload(grey, 0.0, True, *_dicom_facts(data))
     return DecodedUpload(grey, _colourfulness(data), False, None)
 
 
@@ -75,13 +77,26 @@ def _colourfulness(data: bytes) -> float:
     return colourfulness(np.asarray(thumbnail))
 
 
-def _dicom_modality(data: bytes) -> str | None:
+def _dicom_facts(data: bytes) -> tuple[str | None, str | None, str | None]:
+    """(Modality, BodyPartExamined, ViewPosition), each stripped and uppercased, several values joined by a
+    backslash as DICOM writes them (so "CT\\DX" stays visible as two values); None when absent or empty."""
     try:
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
     except Exception:  # the pixels decoded, so the header is readable in practice; never fail on metadata alone
+        return None, None, None
+    return tuple(_tag_text(header, keyword) for keyword in ("Modality", "BodyPartExamined", "ViewPosition"))
+
+
+def _tag_text(header: pydicom.Dataset, keyword: str) -> str | None:
+    try:
+        value = header.get(keyword)
+    except Exception:  # a value pydicom cannot parse: treated as absent, the input check then decides
         return None
-    modality = str(header.get("Modality") or "").strip().upper()
-    return modality or None
+    if value is None:
+        return None
+    values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    text = "\\".join(str(v).strip() for v in values if str(v).strip()).upper()
+    return text or None
 
 
 class _NamedBytes(io.BytesIO):

@@ -12,9 +12,14 @@ training radiographs), so the thresholds do not depend on the upload's resolutio
 - layout: a PCA model of 16 x 16 z-scored thumbnails of training chest radiographs (`LayoutModel`), with the two
   classic novelty scores: the residual off the PCA subspace (Q / squared prediction error) and Hotelling's T^2
   inside it. Their thresholds are the 99.9th percentiles over the training radiographs, stored with the model;
-- DICOM: a Modality that is clearly not projection radiography (CT, MR, US, ...).
+- a learned gate (`radiograph_gate.py`): a small CNN on the same 64 px thumbnail, trained against outliers
+  (other modalities, partial crops, sideways views, screenshots, photographed monitors, extreme contrast/gamma),
+  with a threshold that refuses a set share (0.5 %) of validation radiographs;
+- DICOM: Modality must be projection radiography (CR, DX or DR); BodyPartExamined, when present, the chest;
+  ViewPosition, when present, frontal (PA or AP).
 
-`scripts/fit_radiograph_layout.py` fits the layout model; `scripts/measure_input_rejection.py` measures the rule.
+`scripts/fit_radiograph_layout.py` fits the layout model, `scripts/fit_radiograph_gate.py` the gate;
+`scripts/measure_input_rejection.py` measures the rule.
 """
 
 from __future__ import annotations
@@ -26,15 +31,21 @@ import numpy as np
 from PIL import Image
 
 from .decode import DecodedUpload
+from .radiograph_gate import RadiographGate
 
 STATISTICS_SIZE = 224
 THUMBNAIL_SIZE = 64
 LAYOUT_SIZE = 16
 DEFAULT_LAYOUT_MODEL = Path(__file__).with_name("radiograph_layout.npz")
-# DICOM modalities that are certainly not a projection radiograph of the chest.
+# DICOM modalities that are certainly not a projection radiograph (the mammography tab refuses these less MG).
 NON_RADIOGRAPH_MODALITIES = frozenset(
     {"CT", "MR", "US", "NM", "PT", "MG", "OP", "OPT", "SM", "XC", "ES", "ECG", "IVUS", "OCT", "SEG", "RTSTRUCT"}
 )
+
+# What a frontal chest radiograph's DICOM header may say. DR is not a DICOM term but some vendors write it.
+CHEST_MODALITIES = frozenset({"CR", "DX", "DR"})
+CHEST_BODY_PART_WORDS = ("CHEST", "THORAX", "LUNG")
+FRONTAL_VIEW_POSITIONS = frozenset({"PA", "AP"})
 
 
 class NotARadiographError(ValueError):
@@ -51,6 +62,7 @@ class ImageStatistics:
     roughness: float
     layout_residual: float
     layout_distance: float
+    radiograph_score: float | None = None  # the gate's score in (0, 1); None without a gate
 
     @property
     def aspect_ratio(self) -> float:
@@ -113,7 +125,10 @@ class InputCheckConfig:
     min_contrast: float = 10.0
     max_flat_fill: float = 0.6
     max_roughness: float = 1.0
-    rejected_modalities: frozenset[str] = field(default=NON_RADIOGRAPH_MODALITIES)
+    use_gate: bool = True
+    chest_modalities: frozenset[str] = field(default=CHEST_MODALITIES)
+    chest_body_part_words: tuple[str, ...] = CHEST_BODY_PART_WORDS
+    frontal_view_positions: frozenset[str] = field(default=FRONTAL_VIEW_POSITIONS)
 
 
 def resize_for_statistics(grey: Image.Image) -> Image.Image:
@@ -139,9 +154,13 @@ def thumbnail_of(resized: Image.Image) -> np.ndarray:
 class RadiographCheck:
     """The rejection rule: `check(upload)` raises `NotARadiographError` naming every failed criterion."""
 
-    def __init__(self, config: InputCheckConfig | None = None, layout: LayoutModel | None = None) -> None:
+    def __init__(
+        self, config: InputCheckConfig | None = None, layout: LayoutModel | None = None,
+        gate: RadiographGate | None = None,
+    ) -> None:
         self.config = config or InputCheckConfig()
         self.layout = layout or LayoutModel.load()
+        self.gate = (gate or RadiographGate.load()) if self.config.use_gate else None
 
     def statistics(self, upload: DecodedUpload, resized: Image.Image | None = None) -> ImageStatistics:
         """Statistics of an upload; `resized`: its grey image already at 224 px, if the caller has it."""
@@ -155,16 +174,35 @@ class RadiographCheck:
         )
         roughness = float(np.abs(laplacian).mean() / (contrast + 1e-6))
         residual, distance = self.layout.scores(layout_vector(thumbnail))
+        score = self.gate.score(thumbnail) if self.gate is not None else None
         width, height = upload.size
         return ImageStatistics(
-            width, height, upload.colourfulness, contrast, flat_fill, roughness, float(residual[0]), float(distance[0])
+            width, height, upload.colourfulness, contrast, flat_fill, roughness, float(residual[0]), float(distance[0]),
+            score,
         )
 
-    def failures(self, stats: ImageStatistics, modality: str | None = None) -> dict[str, str]:
-        """Failed criteria -> human-readable reason; empty when the image passes."""
+    def dicom_failures(self, upload: DecodedUpload) -> dict[str, str]:
+        """Failed DICOM header criteria -> reason; empty for a chest radiograph's header and for non-DICOM files."""
+        if not upload.is_dicom:
+            return {}
+        c, found = self.config, {}
+        if upload.modality is None:
+            found["modality"] = "its DICOM header names no Modality (a chest radiograph is CR or DX)"
+        elif upload.modality not in c.chest_modalities:
+            found["modality"] = f"its DICOM modality is {upload.modality}, not a radiograph (CR or DX)"
+        body_part = upload.body_part
+        if body_part is not None and not any(word in body_part for word in c.chest_body_part_words):
+            found["body_part"] = f"its DICOM BodyPartExamined is {body_part}, not the chest"
+        if upload.view_position is not None and upload.view_position not in c.frontal_view_positions:
+            found["view"] = (
+                f"its DICOM ViewPosition is {upload.view_position}, not a frontal view (PA or AP); "
+                "lateral and oblique views are not supported"
+            )
+        return found
+
+    def failures(self, stats: ImageStatistics) -> dict[str, str]:
+        """Failed image criteria -> human-readable reason; empty when the image passes."""
         c, layout, found = self.config, self.layout, {}
-        if modality is not None and modality in c.rejected_modalities:
-            found["modality"] = f"its DICOM modality is {modality}, not a radiograph (CR/DX)"
         if stats.colourfulness > c.max_colourfulness:
             found["colour"] = f"it is a colour image (colourfulness {stats.colourfulness:.0f}; radiographs are grey)"
         if min(stats.width, stats.height) < c.min_side:
@@ -183,11 +221,23 @@ class RadiographCheck:
             found["roughness"] = "it is dominated by fine-grained noise, texture or text"
         if stats.layout_residual > layout.residual_threshold or stats.layout_distance > layout.distance_threshold:
             found["layout"] = "its overall layout does not look like a frontal chest X-ray"
+        score = stats.radiograph_score
+        if self.gate is not None and score is not None and score < self.gate.threshold:
+            found["gate"] = (
+                "it looks unlike the frontal chest radiographs the model knows (another modality or view, a partial "
+                "crop, a screenshot or photo of a screen, or extreme contrast)"
+            )
         return found
 
-    def check(self, upload: DecodedUpload, resized: Image.Image | None = None) -> ImageStatistics:
+    def all_failures(
+        self, upload: DecodedUpload, resized: Image.Image | None = None
+    ) -> tuple[ImageStatistics, dict[str, str]]:
+        """(statistics, every failed criterion of the header and the image)."""
         stats = self.statistics(upload, resized)
-        found = self.failures(stats, upload.modality)
+        return stats, {**self.dicom_failures(upload), **self.failures(stats)}
+
+    def check(self, upload: DecodedUpload, resized: Image.Image | None = None) -> ImageStatistics:
+        stats, found = self.all_failures(upload, resized)
         if found:
             raise NotARadiographError(
                 "This does not look like a chest X-ray: " + "; ".join(found.values())
