@@ -183,6 +183,14 @@ def group_stats(results: list[dict]) -> dict:
     return out
 
 
+def _rss_mib(pid: int) -> float | None:
+    try:
+        return next(int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def _reset_peak(process) -> None:
     if process is not None:
         Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # VmHWM := current RSS (Linux)
@@ -204,6 +212,7 @@ def run(args: LoadTestArguments) -> dict:
             return sample_plan(requests, k * 3)
     with server as (url, process):
         client_session(url, sample_plan(2, 0), args.timeout_s)  # warm-up (first request initialises lazily)
+        rss_before = _rss_mib(process.pid) if process is not None else None
         _reset_peak(process)
         start = time.perf_counter()
         baseline = client_session(url, plan(args.baseline_requests, 10_000), args.timeout_s)
@@ -220,8 +229,11 @@ def run(args: LoadTestArguments) -> dict:
         concurrent_stats = stats(concurrent, time.perf_counter() - start)
         peak = peak_memory_mib(process.pid) if process is not None else None
         alive = process is None or process.poll() is None
+        time.sleep(5.0)  # idle: is the memory of the load given back?
+        rss_after = _rss_mib(process.pid) if process is not None else None
     report = {"baseline_1_client": baseline_stats, f"concurrent_{args.clients}_clients": concurrent_stats,
               "server_peak_rss_mib": peak, "server_peak_rss_baseline_mib": baseline_peak,
+              "server_rss_before_mib": rss_before, "server_rss_5s_after_load_mib": rss_after,
               "server_alive_at_end": alive, "mix": args.mix}
     if args.mix == "hostile":
         report["groups_baseline"] = group_stats(baseline)
@@ -258,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 for g, row in groups.items()))
     print(f"server peak RSS {report['server_peak_rss_mib']} MiB under load "
           f"({report['server_peak_rss_baseline_mib']} MiB in the baseline), "
-          f"alive at end: {report['server_alive_at_end']}")
+          f"alive at end: {report['server_alive_at_end']}; RSS {report['server_rss_before_mib']} MiB after the "
+          f"warm-up, {report['server_rss_5s_after_load_mib']} MiB 5 s after the load")
     errors = [row.get("error_examples") for row in report.values() if isinstance(row, dict) and row.get("errors")]
     for examples in errors:
         print("errors:", *examples, sep="\n  ")
