@@ -2,12 +2,21 @@
 used to fit or tune it (`radiograph_outliers.py` holds the design kinds). Used by
 `measure_input_rejection.py --heldout true`, with seeds the design runs did not use.
 
-Outliers (should be refused): real mammogram mass crops (CBIS-DDSM, another modality), a negative (inverted)
+Two rounds. Round 1 measured the first gate; four of its kinds that the gate missed (bright gamma, upside down, the
+lower and upper strips) then became design kinds of the second gate, so round 1 no longer measures it. Round 2
+(`ROUND = 2`) was written after the second gate's design was fixed, before it was measured.
+
+Round 1 outliers (should be refused): real mammogram mass crops (CBIS-DDSM, another modality), a negative (inverted)
 radiograph, upside down, rotated 30-60 degrees, bright gamma, low contrast with a brightness offset, the lower or the
 upper strip of the chest, a light-theme viewer screenshot, a 2 x 2 collage, a small radiograph in a wide frame, a
 film photographed on a lightbox, and a CT-like phantom (Shepp-Logan ellipses).
 Benign (should pass): flipped + strong JPEG, downscaled to 128 px and back, sharpened, histogram-equalised,
 contrast x0.6-0.7, a 12 degree rotation, an 80-90 % crop.
+
+Round 2 outliers: the vertical middle strip (spine and mediastinum), posterised to 3-4 grey levels, heavy speckle
+noise, a 3 x 3 grid, a printout photographed on paper with text, measurement graphics drawn over the radiograph,
+heavily blurred, solarised, an ultrasound-like sector. Round 2 benign: Gaussian noise, JPEG q8, a 70-80 % crop, a
+brightness offset, a median filter, contrast x0.5-0.6, a black border (as computed radiography plates leave).
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from radiograph_outliers import crop_resized, gamma, scaled_contrast
+
+ROUND = 2
 
 CBIS_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "cbis_mass" / "images"
 
@@ -161,4 +172,125 @@ HELDOUT_BENIGN = {
                                                             0.05 + rng.uniform(0.8, 0.9))),
 }
 
-__all__ = ["HELDOUT_BENIGN", "heldout_outliers"]
+# --- round 2 -----------------------------------------------------------------------------------------------------
+
+
+def middle_strip(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    width = rng.uniform(0.2, 0.35)
+    left = 0.5 - width / 2 + rng.uniform(-0.05, 0.05)
+    return crop_resized(image, (left, 0.0, left + width, 1.0))
+
+
+def posterised(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    levels = int(rng.integers(3, 5))
+    values = np.asarray(image, dtype=np.float64)
+    return Image.fromarray((np.floor(values / 256 * levels) * (255 / (levels - 1))).astype(np.uint8))
+
+
+def speckled(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64) + rng.normal(0, rng.uniform(40, 60), image.size[::-1])
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+
+
+def grid_3x3(rng: np.random.Generator, image: Image.Image, others: list[Image.Image]) -> Image.Image:
+    size = 150
+    canvas = Image.new("L", (3 * size, 3 * size), 0)
+    tiles = [image] + [others[int(i)] for i in rng.choice(len(others), 8, replace=False)]
+    for index, tile in enumerate(tiles):
+        canvas.paste(tile.resize((size, size)), ((index % 3) * size, (index // 3) * size))
+    return canvas
+
+
+def printout_photo(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    """A printed page photographed: white paper, the radiograph in the upper part, lines of text below, a desk."""
+    page = Image.new("L", (420, 594), int(rng.integers(225, 250)))
+    draw = ImageDraw.Draw(page)
+    page.paste(image.resize((300, 300)), (60, 50))
+    for line in range(10):
+        draw.text((40, 380 + 18 * line), "Report " + "text " * int(rng.integers(3, 12)), fill=40, font_size=13)
+    canvas = Image.new("L", (700, 700), int(rng.integers(60, 140)))
+    canvas.paste(page.rotate(float(rng.uniform(-15, 15)), expand=True, fillcolor=100), (80, 20))
+    return canvas.filter(ImageFilter.GaussianBlur(0.8))
+
+
+def measurement_graphics(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    canvas = image.copy()
+    draw = ImageDraw.Draw(canvas)
+    w, h = canvas.size
+    for _ in range(int(rng.integers(6, 12))):
+        x0, y0, x1, y1 = (int(v) for v in rng.uniform(0, 1, 4) * (w, h, w, h))
+        if rng.random() < 0.5:
+            draw.line((x0, y0, x1, y1), fill=255, width=int(rng.integers(3, 7)))
+        else:
+            draw.ellipse((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), outline=255, width=4)
+        draw.text((x1, y1), f"{rng.uniform(1, 30):.1f} mm", fill=255, font_size=int(rng.integers(14, 24)))
+    return canvas
+
+
+def heavily_blurred(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(6, 10)))
+
+
+def solarised(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    return ImageOps.solarize(image, int(rng.integers(100, 160)))
+
+
+def ultrasound_sector(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    """Speckle inside a fan-shaped sector on black, as an ultrasound frame looks; the radiograph is not used."""
+    size = int(rng.integers(300, 500))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    radius, angle = np.hypot(xx - size / 2, yy), np.arctan2(xx - size / 2, yy)
+    inside = (radius < size * 0.95) & (np.abs(angle) < rng.uniform(0.5, 0.8))
+    speckle = rng.rayleigh(40, (size, size)) * (1 + 0.5 * np.sin(radius / rng.uniform(10, 30)))
+    values = np.where(inside, speckle, 0)
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(1.0))
+
+
+def round2_outliers(images: list[Image.Image], per_kind: int, seed: int) -> Iterator[tuple[str, Image.Image]]:
+    rng = np.random.default_rng(seed)
+    kinds = {
+        "vertical middle strip": middle_strip, "posterised (3-4 levels)": posterised, "heavy speckle noise": speckled,
+        "printout photographed": printout_photo, "measurement graphics drawn over": measurement_graphics,
+        "heavily blurred (sigma 6-10)": heavily_blurred, "solarised": solarised,
+        "ultrasound-like sector": ultrasound_sector,
+    }
+    for kind, make in kinds.items():
+        for index in rng.choice(len(images), size=min(per_kind, len(images)), replace=False):
+            yield kind, make(rng, images[int(index)])
+    for index in rng.choice(len(images), size=min(per_kind, len(images)), replace=False):
+        yield "3 x 3 grid", grid_3x3(rng, images[int(index)], images)
+
+
+def _noisy(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    values = np.asarray(image, dtype=np.float64) + rng.normal(0, rng.uniform(8, 12), image.size[::-1])
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+
+
+def _black_border(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    w, h = image.size
+    border = int(w * rng.uniform(0.05, 0.12))
+    canvas = Image.new("L", (w + 2 * border, h + 2 * border), 0)
+    canvas.paste(image, (border, border))
+    return canvas
+
+
+ROUND2_BENIGN = {
+    "Gaussian noise (sigma 8-12)": _noisy,
+    "JPEG q8": lambda rng, image: _jpeg(image, 8),
+    "70-80 % crop": lambda rng, image: crop_resized(image, (0.1, 0.08, 0.1 + rng.uniform(0.83, 0.89),
+                                                            0.08 + rng.uniform(0.83, 0.89))),
+    "brightness offset +-30": lambda rng, image: scaled_contrast(image, 1.0, 30 * rng.choice([-1, 1])),
+    "median filter 3": lambda rng, image: image.filter(ImageFilter.MedianFilter(3)),
+    "contrast x0.5-0.6": lambda rng, image: scaled_contrast(image, rng.uniform(0.5, 0.6)),
+    "black border 5-12 %": _black_border,
+}
+
+
+def heldout_sets(images: list[Image.Image], per_kind: int, seed: int, round_: int = ROUND):
+    """(outlier examples, benign kinds) of a held-out round."""
+    if round_ == 1:
+        return heldout_outliers(images, per_kind, seed), HELDOUT_BENIGN
+    return round2_outliers(images, per_kind, seed), ROUND2_BENIGN
+
+
+__all__ = ["HELDOUT_BENIGN", "ROUND", "ROUND2_BENIGN", "heldout_outliers", "heldout_sets", "round2_outliers"]

@@ -57,6 +57,7 @@ class MeasureArguments:
     seed: int = field(default=12345)
     show_rejected: int = field(default=10, metadata={"help": "List up to this many rejected real radiographs"})
     heldout: bool = field(default=False, metadata={"help": "Also measure the held-out kinds (heldout_outliers.py)"})
+    heldout_round: int = field(default=2, metadata={"help": "Which round of held-out kinds (see heldout_outliers.py)"})
 
 
 # --- generated non-radiographs ----------------------------------------------------------------------------------
@@ -363,13 +364,15 @@ def main() -> None:
                                                     args.seed + 2))
     summary.append(f"benign variants rejected {refused}/{total} ({refused / total:.1%})")
     if args.heldout:
-        from heldout_outliers import HELDOUT_BENIGN, heldout_outliers
+        from heldout_outliers import heldout_sets
 
-        total, refused = measure_kinds(check, "(e) HELD-OUT outliers, kinds not used to design the rule",
-                                       heldout_outliers(images, args.per_kind, args.seed + 3))
+        outliers, benign = heldout_sets(images, args.per_kind, args.seed + 3, args.heldout_round)
+        total, refused = measure_kinds(
+            check, f"(e) HELD-OUT outliers, round {args.heldout_round}: kinds not used to design the rule", outliers
+        )
         summary.append(f"held-out outliers rejected {refused}/{total} ({refused / total:.1%})")
         total, refused = measure_kinds(check, "(e') held-out benign variants (should pass)",
-                                       from_radiographs(HELDOUT_BENIGN, images, args.per_kind, args.seed + 4))
+                                       from_radiographs(benign, images, args.per_kind, args.seed + 4))
         summary.append(f"held-out benign variants rejected {refused}/{total} ({refused / total:.1%})")
     print("\nSUMMARY: " + "; ".join(summary))
 
