@@ -142,3 +142,25 @@ def test_mixed_plan_draws_each_group_in_proportion_and_is_deterministic(load_tes
     assert set(plan) == {item for cases in pools.values() for item in cases}
     with pytest.raises(ValueError):
         load_test.mixed_plan(pools, 10, {"hostile": 0.8, "near_limit": 0.3}, seed=0)
+
+
+def test_memory_profile_summary_per_kind():
+    """scripts/memory_profile_space.summarise: the peak is the max over the kind, increases are against idle and
+    against the RSS before each request, and outcomes other than the expected one are counted."""
+    from scripts import memory_profile_space as profile
+
+    def record(kind, outcome, expected, before, peak, after, seconds, size=1000):
+        return {"kind": kind, "group": "g", "bytes": size, "expected": expected, "outcome": outcome,
+                "seconds": seconds, "rss_before_mib": before, "peak_mib": peak, "rss_after_mib": after}
+
+    records = [record("big", "success", "success", 640, 1200, 700, 2.0, 5_000_000),
+               record("big", "success", "success", 700, 1100, 650, 1.0),
+               record("bomb", "clear_error", "clear_error", 650, 655, 650, 0.1),
+               record("bomb", "success", "clear_error", 650, 651, 650, 0.3)]
+    big, bomb = profile.summarise(records, idle_mib=640)
+    assert (big["kind"], big["requests"], big["peak_mib"], big["peak_over_idle_mib"]) == ("big", 2, 1200, 560)
+    assert big["request_increase_mib"] == 560 and big["rss_after_mib"] == 650 and big["rss_after_max_mib"] == 700
+    assert big["p50_s"] == 1.5 and big["max_s"] == 2.0 and big["largest_file_mb"] == 5.0 and big["unexpected"] == 0
+    assert bomb["outcomes"] == {"clear_error": 1, "success": 1} and bomb["unexpected"] == 1
+    table = profile.markdown_table([big, bomb])
+    assert "| big | g | 2 | 2 success | 5.00 | 1200 | +560 | +560 | 1.500 / 2.000 | 650 / 700 |" in table
