@@ -59,8 +59,10 @@ DISCLAIMER = (
 INTRO = (
     "# Chest X-ray classifier (DeiT student distilled from a DenseNet teacher)\n"
     "Upload a **frontal chest radiograph** (PNG, JPEG or DICOM). The model predicts normal / pneumonia / COVID-19 "
-    "and shows an attention-rollout heatmap of the same forward pass. Images that do not look like a chest "
-    "radiograph (photos, drawings, colour images) are refused."
+    "and shows an attention-rollout heatmap of the same forward pass. Images that do not look like a frontal chest "
+    "radiograph are refused with the reason: photos, drawings, colour images, other modalities (CT, MRI, "
+    "mammography, ultrasound), partial crops, sideways or upside-down images, screenshots, photographed screens and "
+    "extreme contrast. The check is not perfect: see the Space's README for what it misses."
 )
 
 
@@ -192,8 +194,11 @@ def quiet_blocked_requests() -> None:
 
 def status_markdown(result: ChestXrayResult) -> str:
     width, height = result.upload.size
-    modality = result.upload.modality  # a DICOM tag: the file's text, shown literally
-    kind = ("DICOM" + (f" ({markdown_literal(modality)})" if modality else "")) if result.upload.is_dicom else "image"
+    upload = result.upload
+    tags = [t for t in (upload.modality, upload.body_part, upload.view_position) if t]  # the file's text: literal
+    kind = ("DICOM" + (f" ({', '.join(markdown_literal(t) for t in tags)})" if tags else "")) if upload.is_dicom else (
+        "image"
+    )
     lines = [f"**Student:** {_top(result.student.probabilities)}"]
     if result.teacher is not None:
         agree = "agrees" if result.teacher.label == result.student.label else "**disagrees**"

@@ -149,7 +149,9 @@ def test_unreadable_upload_shows_the_error_message_in_the_page(served, page, tmp
 
 
 # Markup in DICOM tags, each short enough to be shown whole; e.invalid and q.png are what no page may fetch.
-HOSTILE_MODALITY = "# NORMAL [x](//e.invalid/) <img src=//e.invalid/p.png>"  # goes to the status panel
+HOSTILE_MODALITY = "# NORMAL [x](//e.invalid/) <img src=//e.invalid/p.png>"  # refused: quoted in the toast
+# Names the chest, so the input check accepts it and the status panel shows it.
+HOSTILE_BODY_PART = "CHEST # NORMAL [x](//e.invalid/) <img src=//e.invalid/p.png>"
 HOSTILE_PHOTOMETRIC = "<img src=q.png>"  # quoted by the decoder's refusal, shown in a toast (relative: this host)
 
 
@@ -164,7 +166,8 @@ def assert_nothing_rendered_as_markup(page, requested: list[str]) -> None:
 def test_markup_in_dicom_tags_is_shown_as_literal_text(served, page, tmp_path):
     url, _ = served
     pixels = np.asarray(Image.open(UPLOAD).convert("L"))
-    write_dicom(tmp_path / "tags.dcm", pixels, Modality=HOSTILE_MODALITY)
+    write_dicom(tmp_path / "tags.dcm", pixels, BodyPartExamined=HOSTILE_BODY_PART)
+    write_dicom(tmp_path / "modality.dcm", pixels, Modality=HOSTILE_MODALITY)
     write_dicom(tmp_path / "photometric.dcm", pixels, photometric=HOSTILE_PHOTOMETRIC)
     requested: list[str] = []
 
@@ -174,8 +177,15 @@ def test_markup_in_dicom_tags_is_shown_as_literal_text(served, page, tmp_path):
     page.on("request", record)
     try:
         upload_and_classify(page, url, tmp_path / "tags.dcm")
-        # The status panel (or, if a modality check refuses the file, its toast) shows the tag as typed, uppercased.
-        page.get_by_text("# NORMAL [X](//E.INVALID/) <IMG SRC=//E.INVALID/P.PNG>").first.wait_for()
+        # The status panel shows the tag as typed, uppercased.
+        page.get_by_text("CHEST # NORMAL [X](//E.INVALID/) <IMG SRC=//E.INVALID/P.PNG>").first.wait_for()
+        assert_nothing_rendered_as_markup(page, requested)
+
+        upload_and_classify(page, url, tmp_path / "modality.dcm")
+        # Refused by the modality allow-list; the toast quotes the tag as text (path-like parts removed).
+        toast = page.locator('[data-testid="toast-text"]', has_text="DICOM modality is # NORMAL [X]").first
+        toast.wait_for()
+        assert "<IMG SRC=" in toast.text_content()
         assert_nothing_rendered_as_markup(page, requested)
 
         upload_and_classify(page, url, tmp_path / "photometric.dcm")
