@@ -49,14 +49,13 @@ def write_cases(folder: str | Path, count: int = 200, seed: int = 0) -> list[Cas
     return cases
 
 
-def valid_radiograph_png(size: int = 224, seed: int = 0) -> bytes:
-    """A plausible grey radiograph-like PNG (the request that must still work after the malformed ones)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    lungs = 200 - 120 * np.exp(-(((x - 0.32) / 0.13) ** 2 + ((y - 0.5) / 0.3) ** 2))
-    lungs -= 120 * np.exp(-(((x - 0.68) / 0.13) ** 2 + ((y - 0.5) / 0.3) ** 2))
-    pixels = np.clip(lungs + rng.normal(0, 8, (size, size)), 0, 255).astype(np.uint8)
-    return _encode(Image.fromarray(pixels), "PNG")
+def valid_radiograph_png() -> bytes:
+    """A real radiograph (the first bundled sample) as PNG: the request that must still work after the malformed ones.
+
+    Not a synthetic picture: the input check's gate refuses drawings of lungs, as it should.
+    """
+    first = sorted(p for p in SAMPLES.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[0]
+    return _encode(Image.open(first).convert("L"), "PNG")
 
 
 # --- generators: (rng, round) -> [(suffix, bytes), ...] ------------------------------------------------------------
