@@ -78,13 +78,19 @@ def screenshot_light(rng: np.random.Generator, image: Image.Image) -> Image.Imag
     return canvas
 
 
-def collage(rng: np.random.Generator, image: Image.Image, others: list[Image.Image]) -> Image.Image:
-    size = 224
-    canvas = Image.new("L", (2 * size, 2 * size), 0)
-    tiles = [image] + [others[int(i)] for i in rng.choice(len(others), 3, replace=False)]
-    for index, tile in enumerate(tiles):
-        canvas.paste(tile.resize((size, size)), ((index % 2) * size, (index // 2) * size))
+def tiled(rng: np.random.Generator, image: Image.Image, others: list[Image.Image], per_side: int,
+          tile_size: int) -> Image.Image:
+    """The radiograph and per_side^2 - 1 others in a per_side x per_side grid."""
+    canvas = Image.new("L", (per_side * tile_size, per_side * tile_size), 0)
+    picks = rng.choice(len(others), per_side * per_side - 1, replace=False)
+    for index, tile in enumerate([image] + [others[int(i)] for i in picks]):
+        row, column = divmod(index, per_side)
+        canvas.paste(tile.resize((tile_size, tile_size)), (column * tile_size, row * tile_size))
     return canvas
+
+
+def collage(rng: np.random.Generator, image: Image.Image, others: list[Image.Image]) -> Image.Image:
+    return tiled(rng, image, others, 2, 224)
 
 
 def small_in_frame(rng: np.random.Generator, image: Image.Image) -> Image.Image:
@@ -193,12 +199,7 @@ def speckled(rng: np.random.Generator, image: Image.Image) -> Image.Image:
 
 
 def grid_3x3(rng: np.random.Generator, image: Image.Image, others: list[Image.Image]) -> Image.Image:
-    size = 150
-    canvas = Image.new("L", (3 * size, 3 * size), 0)
-    tiles = [image] + [others[int(i)] for i in rng.choice(len(others), 8, replace=False)]
-    for index, tile in enumerate(tiles):
-        canvas.paste(tile.resize((size, size)), ((index % 3) * size, (index // 3) * size))
-    return canvas
+    return tiled(rng, image, others, 3, 150)
 
 
 def printout_photo(rng: np.random.Generator, image: Image.Image) -> Image.Image:
