@@ -35,11 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from space_server import peak_memory_mib, running_space  # noqa: E402
-
-SAMPLES = Path(__file__).resolve().parents[1] / "hf_deitcxr" / "sample_data" / "cxr3_sample"
-GENERIC_ERROR = "has raised an exception but has not enabled verbose error reporting"
-SERVER_ERROR_TITLE = "Server error"  # space/app.py's message for an exception it did not foresee (a bug)
+from space_cases import ProfileCase, answer_outcome, hostile_cases, near_limit_cases, sample_files, valid_cases  # noqa: E402
+from space_server import peak_memory_mib, proc_status_mib, reset_peak, running_space  # noqa: E402
 
 
 @dataclass
@@ -67,36 +64,6 @@ class LoadTestArguments:
             raise ValueError(f"--mix must be valid or hostile, not {self.mix!r}")
 
 
-def sample_files() -> list[Path]:
-    files = sorted(p for p in SAMPLES.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if not files:
-        raise FileNotFoundError(f"no sample radiographs under {SAMPLES}")
-    return files
-
-
-def answer_outcome(result, error: BaseException | None) -> tuple[str, str]:
-    """(outcome, detail) of one `predict` answer: success (the four outputs, a label dict with confidences first),
-    clear_error (a gr.Error with a specific message), generic_error (the app's "Server error": an exception it did
-    not foresee), timeout, or crash (Gradio's generic exception, an empty message, another exception, a bad shape)."""
-    from gradio_client.exceptions import AppError
-
-    if error is not None:
-        if isinstance(error, AppError):
-            message = str(error.message or "").strip()
-            if not message or GENERIC_ERROR in message:
-                return "crash", message or "empty error message"
-            if getattr(error, "title", None) == SERVER_ERROR_TITLE:
-                return "generic_error", message
-            return "clear_error", message
-        if isinstance(error, TimeoutError):
-            return "timeout", f"no answer ({type(error).__name__})"
-        return "crash", f"{type(error).__name__}: {error}"
-    label = result[0] if isinstance(result, (list, tuple)) and len(result) == 4 else None
-    if isinstance(label, dict) and label.get("confidences"):
-        return "success", str(label.get("label"))
-    return "crash", f"unexpected output {str(result)[:120]}"
-
-
 def is_unexpected(expected: str | None, outcome: str) -> bool:
     """Valid files must succeed, hostile ones be refused clearly; None (either) still rules out crashes/timeouts."""
     if expected is None:
@@ -119,7 +86,6 @@ def mixed_plan(pools: dict[str, list], requests: int, fractions: dict[str, float
 
 def sample_plan(requests: int, offset: int) -> list:
     """The bundled sample radiographs in turn from `offset` (the default, valid-only load)."""
-    from memory_profile_space import ProfileCase
 
     files = sample_files()
     return [ProfileCase("sample", "valid", "success", files[(offset + i) % len(files)]) for i in range(requests)]
@@ -127,7 +93,6 @@ def sample_plan(requests: int, offset: int) -> list:
 
 def mixed_pools(folder: Path, hostile_per_kind: int, seed: int) -> dict[str, list]:
     """valid / hostile / near_limit cases (memory_profile_space's inputs) for `--mix hostile`."""
-    from memory_profile_space import ProfileCase, hostile_cases, near_limit_cases, valid_cases
 
     samples = [ProfileCase("sample_jpeg", "valid", "success", p) for p in sample_files()]
     valid = samples + [c for c in valid_cases(folder / "valid", 4) if c.kind != "valid_jpeg"]
@@ -183,19 +148,6 @@ def group_stats(results: list[dict]) -> dict:
     return out
 
 
-def _rss_mib(pid: int) -> float | None:
-    try:
-        return next(int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                    if line.startswith("VmRSS:"))
-    except (OSError, StopIteration):
-        return None
-
-
-def _reset_peak(process) -> None:
-    if process is not None:
-        Path(f"/proc/{process.pid}/clear_refs").write_text("5")  # VmHWM := current RSS (Linux)
-
-
 def run(args: LoadTestArguments) -> dict:
     server = (
         running_space(args.model_id, extra_env=_teacher_env(args.teacher_id))
@@ -212,14 +164,16 @@ def run(args: LoadTestArguments) -> dict:
             return sample_plan(requests, k * 3)
     with server as (url, process):
         client_session(url, sample_plan(2, 0), args.timeout_s)  # warm-up (first request initialises lazily)
-        rss_before = _rss_mib(process.pid) if process is not None else None
-        _reset_peak(process)
+        rss_before = proc_status_mib(process.pid, "VmRSS") if process is not None else None
+        if process is not None:
+            reset_peak(process.pid)
         start = time.perf_counter()
         baseline = client_session(url, plan(args.baseline_requests, 10_000), args.timeout_s)
         baseline_stats = stats(baseline, time.perf_counter() - start)
         baseline_peak = peak_memory_mib(process.pid) if process is not None else None
 
-        _reset_peak(process)
+        if process is not None:
+            reset_peak(process.pid)
         barrier = threading.Barrier(args.clients)
         with ThreadPoolExecutor(max_workers=args.clients) as pool:
             futures = [pool.submit(client_session, url, plan(args.requests_per_client, k), args.timeout_s, barrier)
@@ -230,7 +184,7 @@ def run(args: LoadTestArguments) -> dict:
         peak = peak_memory_mib(process.pid) if process is not None else None
         alive = process is None or process.poll() is None
         time.sleep(5.0)  # idle: is the memory of the load given back?
-        rss_after = _rss_mib(process.pid) if process is not None else None
+        rss_after = proc_status_mib(process.pid, "VmRSS") if process is not None else None
     report = {"baseline_1_client": baseline_stats, f"concurrent_{args.clients}_clients": concurrent_stats,
               "server_peak_rss_mib": peak, "server_peak_rss_baseline_mib": baseline_peak,
               "server_rss_before_mib": rss_before, "server_rss_5s_after_load_mib": rss_after,

@@ -55,7 +55,7 @@ def valid_radiograph_png() -> bytes:
     Not a synthetic picture: the input check's gate refuses drawings of lungs, as it should.
     """
     first = sorted(p for p in SAMPLES.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[0]
-    return _encode(Image.open(first).convert("L"), "PNG")
+    return encode_image(Image.open(first).convert("L"), "PNG")
 
 
 # --- generators: (rng, round) -> [(suffix, bytes), ...] ------------------------------------------------------------
@@ -68,19 +68,19 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...], dtype=np.uint8) -> 
     return rng.random(shape).astype(dtype)
 
 
-def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+def encode_image(image: Image.Image, fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **kwargs)
     return buffer.getvalue()
 
 
 def truncated_png(rng, r):
-    data = _encode(Image.fromarray(_noise(rng, (128 + 32 * r, 128))), "PNG")
+    data = encode_image(Image.fromarray(_noise(rng, (128 + 32 * r, 128))), "PNG")
     return [(".png", data[: max(1, int(len(data) * f))]) for f in (0.02, 0.3, 0.7, 0.98)]
 
 
 def truncated_jpeg(rng, r):
-    data = _encode(Image.fromarray(_noise(rng, (160 + 16 * r, 160, 3))), "JPEG", quality=90)
+    data = encode_image(Image.fromarray(_noise(rng, (160 + 16 * r, 160, 3))), "JPEG", quality=90)
     return [(".jpg", data[: max(1, int(len(data) * f))]) for f in (0.01, 0.25, 0.6, 0.95)]
 
 
@@ -130,7 +130,7 @@ def sixteen_bit_png(rng, r):
     full = _noise(rng, (size, size), np.uint16)
     constant = np.full((size, size), 1000 + r, dtype=np.uint16)
     low = (_noise(rng, (size, size), np.uint16) % 16).astype(np.uint16)  # 12-bit style data in a 16-bit container
-    return [(".png", _encode(Image.fromarray(a), "PNG")) for a in (full, constant, low)]
+    return [(".png", encode_image(Image.fromarray(a), "PNG")) for a in (full, constant, low)]
 
 
 def high_depth_tiff(rng, r):
@@ -139,12 +139,12 @@ def high_depth_tiff(rng, r):
     with_nan = floats.copy()
     with_nan[:: 3 + r] = np.nan
     ints = rng.integers(-2**31, 2**31 - 1, size=(size, size), dtype=np.int64).astype(np.int32)
-    return [(".tif", _encode(Image.fromarray(a), "TIFF")) for a in (floats, with_nan, ints)]
+    return [(".tif", encode_image(Image.fromarray(a), "TIFF")) for a in (floats, with_nan, ints)]
 
 
 def cmyk_jpeg(rng, r):
     image = Image.fromarray(_noise(rng, (96 + 32 * r, 120, 3))).convert("CMYK")
-    return [(".jpg", _encode(image, "JPEG", quality=85)), (".jpeg", _encode(image, "JPEG", quality=40))]
+    return [(".jpg", encode_image(image, "JPEG", quality=85)), (".jpeg", encode_image(image, "JPEG", quality=40))]
 
 
 def odd_modes_png(rng, r):
@@ -155,7 +155,7 @@ def odd_modes_png(rng, r):
     palette.info["transparency"] = 0
     one_bit = Image.fromarray(_noise(rng, (size, size)) > 127)
     transparent = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    return [(".png", _encode(im, "PNG", **({"transparency": 0} if im.mode == "P" else {})))
+    return [(".png", encode_image(im, "PNG", **({"transparency": 0} if im.mode == "P" else {})))
             for im in (rgba, la, palette, one_bit, transparent)]
 
 
@@ -163,21 +163,21 @@ def gif(rng, r):
     frames = [Image.fromarray(_noise(rng, (64, 64))).convert("P") for _ in range(3 + r)]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
-    return [(".gif", buffer.getvalue()), (".gif", _encode(frames[0], "GIF"))]
+    return [(".gif", buffer.getvalue()), (".gif", encode_image(frames[0], "GIF"))]
 
 
 def huge(rng, r):
     side = (8000, 6000, 8000, 7000)[r % 4]
     grey = Image.new("L", (side, side), 128)
-    out = [(".png", _encode(grey, "PNG"))]
+    out = [(".png", encode_image(grey, "PNG"))]
     if r % 2 == 0:
-        out.append((".jpg", _encode(Image.new("RGB", (side, side), (90, 90, 90)), "JPEG", quality=50)))
+        out.append((".jpg", encode_image(Image.new("RGB", (side, side), (90, 90, 90)), "JPEG", quality=50)))
     return out
 
 
 def tiny_and_thin(rng, r):
     shapes = [(1, 1), (2, 2), (1, 5000 + r), (5000 + r, 1), (3, 3)]
-    return [(".png", _encode(Image.fromarray(_noise(rng, shape)), "PNG")) for shape in shapes]
+    return [(".png", encode_image(Image.fromarray(_noise(rng, shape)), "PNG")) for shape in shapes]
 
 
 def _dicom_dataset(transfer_syntax=None):
@@ -196,7 +196,7 @@ def _dicom_dataset(transfer_syntax=None):
     return ds
 
 
-def _dicom(rows: int, cols: int, pixels: bytes | None, *, transfer_syntax=None, photometric="MONOCHROME2",
+def dicom_bytes(rows: int, cols: int, pixels: bytes | None, *, transfer_syntax=None, photometric="MONOCHROME2",
            bits: int = 16, bits_stored: int | None = None) -> bytes:
     from pydicom import dcmwrite
 
@@ -225,15 +225,16 @@ def bad_dicom(rng, r):
     rows = 32 + 16 * r
     good = _noise(rng, (rows, rows), np.uint16).tobytes()
     compressed = (JPEG2000Lossless, JPEGLSLossless, RLELossless)[r % 3]
-    return [(".dcm", _dicom(rows, rows, None)),  # no pixel data at all
-            (".dcm", _dicom(rows, rows, good[: len(good) // 3])),  # pixel data shorter than Rows x Columns
-            (".dcm", _dicom(0, 0, b"")),  # zero rows/columns
-            (".dcm", _dicom(rows, rows, _noise(rng, (64,)).tobytes(), transfer_syntax=compressed)),  # garbage stream
+    return [(".dcm", dicom_bytes(rows, rows, None)),  # no pixel data at all
+            (".dcm", dicom_bytes(rows, rows, good[: len(good) // 3])),  # pixel data shorter than Rows x Columns
+            (".dcm", dicom_bytes(0, 0, b"")),  # zero rows/columns
+            # a garbage compressed stream
+            (".dcm", dicom_bytes(rows, rows, _noise(rng, (64,)).tobytes(), transfer_syntax=compressed)),
             (".dcm", b"\0" * 128 + b"DICM" + _noise(rng, (200 + r,)).tobytes()),  # preamble, then junk
-            (".dcm", _dicom(rows, rows, good)[: 200 + 40 * r])]  # truncated inside the header/data
+            (".dcm", dicom_bytes(rows, rows, good)[: 200 + 40 * r])]  # truncated inside the header/data
 
 
-def _patched_dicom(pixels: np.ndarray | None, *, drop=(), raw=None, transfer_syntax=None, **attributes) -> bytes:
+def patched_dicom(pixels: np.ndarray | None, *, drop=(), raw=None, transfer_syntax=None, **attributes) -> bytes:
     """A valid 16-bit (or `pixels`' dtype) MONOCHROME2 DICOM, then attributes dropped, replaced or made invalid.
 
     raw: keyword -> text written verbatim under the attribute's own VR (e.g. "abc" as a DS), which pydicom refuses
@@ -371,17 +372,17 @@ def malformed_dicom_cases(rng: np.random.Generator, r: int = 0) -> list[tuple[st
     for label, spec in cases.items():
         spec = dict(spec)
         old, new = spec.pop("patch", (b"", b""))
-        data = _patched_dicom(spec.pop("pixels", pixels), **spec)
+        data = patched_dicom(spec.pop("pixels", pixels), **spec)
         out.append((label, data.replace(old, new, 1) if old else data))
-    out.append(("deflated-bomb", _deflated_dicom(10000 + 2000 * (r % 2))))  # 200-288 MB inflated
+    out.append(("deflated-bomb", deflated_dicom(10000 + 2000 * (r % 2))))  # 200-288 MB inflated
     return out
 
 
-def _deflated_dicom(side: int) -> bytes:
+def deflated_dicom(side: int) -> bytes:
     """A deflated DICOM of side x side zero 16-bit pixels: a few hundred KB on disk, 2 * side**2 bytes inflated."""
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    return _patched_dicom(np.zeros((side, side), np.uint16), transfer_syntax=DeflatedExplicitVRLittleEndian)
+    return patched_dicom(np.zeros((side, side), np.uint16), transfer_syntax=DeflatedExplicitVRLittleEndian)
 
 
 def malformed_dicom(rng, r):
@@ -394,11 +395,11 @@ def random_bytes(rng, r):
 
 
 def wrong_extension(rng, r):
-    png = _encode(Image.fromarray(_noise(rng, (100, 90))), "PNG")
-    jpeg = _encode(Image.fromarray(_noise(rng, (90, 100))), "JPEG")
-    dicom = _dicom(64, 64, _noise(rng, (64, 64), np.uint16).tobytes())
-    webp = _encode(Image.fromarray(_noise(rng, (70, 70, 3))), "WEBP")
-    bmp = _encode(Image.fromarray(_noise(rng, (50, 60))), "BMP")
+    png = encode_image(Image.fromarray(_noise(rng, (100, 90))), "PNG")
+    jpeg = encode_image(Image.fromarray(_noise(rng, (90, 100))), "JPEG")
+    dicom = dicom_bytes(64, 64, _noise(rng, (64, 64), np.uint16).tobytes())
+    webp = encode_image(Image.fromarray(_noise(rng, (70, 70, 3))), "WEBP")
+    bmp = encode_image(Image.fromarray(_noise(rng, (50, 60))), "BMP")
     return [(".jpg", png), (".dcm", jpeg), (".png", dicom), (".png", webp), (".jpg", bmp), ("", png)]
 
 
@@ -406,7 +407,7 @@ def corrupted_inside(rng, r):
     """Valid files with bytes flipped in the middle (bad CRC, broken Huffman data, broken zlib stream)."""
     out = []
     for fmt, suffix in (("PNG", ".png"), ("JPEG", ".jpg"), ("TIFF", ".tif"), ("BMP", ".bmp"), ("WEBP", ".webp")):
-        data = bytearray(_encode(Image.fromarray(_noise(rng, (120, 120))), fmt))
+        data = bytearray(encode_image(Image.fromarray(_noise(rng, (120, 120))), fmt))
         start = len(data) // 3
         data[start: start + 64 + 16 * r] = _noise(rng, (64 + 16 * r,)).tobytes()
         out.append((suffix, bytes(data)))
@@ -418,7 +419,7 @@ def truncated_bmp_webp_tiff(rng, r):
     image = Image.fromarray(_noise(rng, (96 + 16 * r, 80)))
     out = []
     for fmt, suffix in (("BMP", ".bmp"), ("WEBP", ".webp"), ("TIFF", ".tif")):
-        data = _encode(image, fmt)
+        data = encode_image(image, fmt)
         out += [(suffix, data[: max(1, int(len(data) * f))]) for f in (0.05, 0.5, 0.97)]
     return out
 
@@ -426,14 +427,15 @@ def truncated_bmp_webp_tiff(rng, r):
 def refused_formats(rng, r):
     """Valid images in formats Pillow reads but the decoder does not accept (refused with the format's name)."""
     image = Image.fromarray(_noise(rng, (32 + 8 * r, 32)))
-    return [(suffix, _encode(image, fmt)) for fmt, suffix in
+    return [(suffix, encode_image(image, fmt)) for fmt, suffix in
             (("ICO", ".ico"), ("PPM", ".ppm"), ("TGA", ".tga"), ("PCX", ".pcx"), ("SGI", ".sgi"), ("GIF", ".png"))]
 
 
 def odd_modes_tiff(rng, r):
     """TIFFs in modes Pillow opens but may not convert (CIELAB), and YCbCr/CMYK/RGBX/PA."""
     size = 24 + 8 * r
-    return [(".tif", _encode(Image.new(mode, (size, size)), "TIFF")) for mode in ("LAB", "YCbCr", "CMYK", "RGBX", "PA")]
+    modes = ("LAB", "YCbCr", "CMYK", "RGBX", "PA")
+    return [(".tif", encode_image(Image.new(mode, (size, size)), "TIFF")) for mode in modes]
 
 
 def multi_page_tiff(rng, r):
@@ -467,23 +469,23 @@ def radiograph_encodings(rng, r):
     wide = np.zeros((height, 3 * width), dtype=np.uint8)
     wide[:, width: 2 * width] = grey  # letterboxed: a 3:1 canvas
     big = image.resize((8000, 8000), Image.Resampling.BILINEAR) if r % 2 == 0 else None
-    out = [(".png", _encode(Image.fromarray(grey.astype(np.uint16) * 257), "PNG")),  # 16-bit, full range
-           (".png", _encode(Image.fromarray(grey.astype(np.uint16) * 16), "PNG")),  # 12-bit data in 16 bits
-           (".jpg", _encode(image.convert("RGB").convert("CMYK"), "JPEG", quality=90)),
-           (".png", _encode(Image.fromarray(rgba, "RGBA"), "PNG")),
-           (".png", _encode(image.convert("LA"), "PNG")),
-           (".png", _encode(image.convert("P"), "PNG")),
+    out = [(".png", encode_image(Image.fromarray(grey.astype(np.uint16) * 257), "PNG")),  # 16-bit, full range
+           (".png", encode_image(Image.fromarray(grey.astype(np.uint16) * 16), "PNG")),  # 12-bit data in 16 bits
+           (".jpg", encode_image(image.convert("RGB").convert("CMYK"), "JPEG", quality=90)),
+           (".png", encode_image(Image.fromarray(rgba, "RGBA"), "PNG")),
+           (".png", encode_image(image.convert("LA"), "PNG")),
+           (".png", encode_image(image.convert("P"), "PNG")),
            (".gif", animated.getvalue()),
-           (".tif", _encode(Image.fromarray(floats), "TIFF")),
-           (".tif", _encode(Image.fromarray(grey.astype(np.uint16) * 257), "TIFF")),
-           (".bmp", _encode(image, "BMP")), (".webp", _encode(image, "WEBP", quality=80)),
-           (".png", _encode(Image.fromarray(wide), "PNG")),
-           (".png", _encode(image.resize((1, 1)), "PNG")),
-           (".dcm", _dicom(height, width, (4095 - grey.astype(np.uint16) * 16).tobytes(), photometric="MONOCHROME1",
-                          bits_stored=12)),
-           (".dcm", _dicom(height, width, np.dstack([grey] * 3).tobytes(), photometric="RGB", bits=8))]
+           (".tif", encode_image(Image.fromarray(floats), "TIFF")),
+           (".tif", encode_image(Image.fromarray(grey.astype(np.uint16) * 257), "TIFF")),
+           (".bmp", encode_image(image, "BMP")), (".webp", encode_image(image, "WEBP", quality=80)),
+           (".png", encode_image(Image.fromarray(wide), "PNG")),
+           (".png", encode_image(image.resize((1, 1)), "PNG")),
+           (".dcm", dicom_bytes(height, width, (4095 - grey.astype(np.uint16) * 16).tobytes(),
+                                photometric="MONOCHROME1", bits_stored=12)),
+           (".dcm", dicom_bytes(height, width, np.dstack([grey] * 3).tobytes(), photometric="RGB", bits=8))]
     if big is not None:
-        out.append((".jpg", _encode(big, "JPEG", quality=85)))  # 8000x8000 radiograph, ~several MB
+        out.append((".jpg", encode_image(big, "JPEG", quality=85)))  # 8000x8000 radiograph, ~several MB
     return out
 
 

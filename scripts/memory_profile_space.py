@@ -28,20 +28,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import malformed_inputs as mi  # noqa: E402
-from load_test_space import answer_outcome, sample_files  # noqa: E402
-from space_server import running_space  # noqa: E402
+from space_cases import ProfileCase, answer_outcome, hostile_cases, near_limit_cases, valid_cases  # noqa: E402
+from space_server import proc_status_mib, reset_peak, running_space  # noqa: E402
 
 # Near-limit sizes: the pixel budget is PIL.Image.MAX_IMAGE_PIXELS (89,478,485 samples, side 9459); the upload
 # limit is the app's DEFAULT_MAX_FILE_SIZE (50 MiB = 52,428,800 bytes).
-UNDER_BUDGET_SIDE = 9400  # 88.4 Mpixel
-OVER_BUDGET_SIDE = 9500  # 90.3 Mpixel
-UNDER_UPLOAD_LIMIT_DICOM_SIDE = 5000  # 16-bit uncompressed: 50,000,000 bytes of pixels
 
 
 @dataclass
@@ -58,114 +51,7 @@ class MemoryProfileArguments:
     output_json: str | None = field(default=None)
 
 
-@dataclass(frozen=True)
-class ProfileCase:
-    kind: str
-    group: str  # valid | near_limit | hostile | mixed
-    expected: str | None  # success | clear_error | None (either: a valid encoding the input check may refuse)
-    path: Path
-
-
-# --- inputs ------------------------------------------------------------------------------------------------------
-
-
-def _grey(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("L"))
-
-
-def valid_cases(folder: Path, count: int = 6) -> list[ProfileCase]:
-    """The bundled sample radiographs as JPEG (as shipped), PNG, 8-bit and 16-bit (12 bits stored) DICOM."""
-    folder.mkdir(parents=True, exist_ok=True)
-    cases = []
-    for i, source in enumerate(sample_files()[:count]):
-        grey = _grey(source)
-        height, width = grey.shape
-        files = {"valid_jpeg": (".jpg", source.read_bytes()),
-                 "valid_png": (".png", mi._encode(Image.fromarray(grey), "PNG")),
-                 "valid_dicom_8bit": (".dcm", mi._dicom(height, width, grey.tobytes(), bits=8)),
-                 "valid_dicom_16bit": (".dcm", mi._dicom(height, width, (grey.astype(np.uint16) * 16).tobytes(),
-                                                         bits_stored=12))}
-        for kind, (suffix, data) in files.items():
-            path = folder / f"{kind}_{i:02d}{suffix}"
-            path.write_bytes(data)
-            cases.append(ProfileCase(kind, "valid", "success", path))
-    return cases
-
-
-def near_limit_cases(folder: Path) -> list[ProfileCase]:
-    """A radiograph upscaled to just under (valid) and just over (refused) the pixel budget and the upload limit."""
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
-    folder.mkdir(parents=True, exist_ok=True)
-    grey = Image.fromarray(_grey(sample_files()[0]))
-    cases = []
-    for side, expected, tag in ((UNDER_BUDGET_SIDE, "success", "under"), (OVER_BUDGET_SIDE, "clear_error", "over")):
-        big = np.asarray(grey.resize((side, side), Image.Resampling.BILINEAR))
-        big16 = big.astype(np.uint16) * 257
-        files = {f"png8_{side}px_{tag}_budget": (".png", mi._encode(Image.fromarray(big), "PNG")),
-                 f"png16_{side}px_{tag}_budget": (".png", mi._encode(Image.fromarray(big16), "PNG")),
-                 f"dicom16_deflated_{side}px_{tag}_budget": (".dcm", mi._patched_dicom(
-                     big16, transfer_syntax=DeflatedExplicitVRLittleEndian))}
-        del big, big16
-        for kind, (suffix, data) in files.items():
-            path = folder / f"{kind}{suffix}"
-            path.write_bytes(data)
-            cases.append(ProfileCase(kind, "near_limit", expected, path))
-    side = UNDER_UPLOAD_LIMIT_DICOM_SIDE
-    pixels = np.asarray(grey.resize((side, side), Image.Resampling.BILINEAR)).astype(np.uint16) * 16
-    path = folder / f"dicom16_{side}px_under_upload_limit.dcm"
-    path.write_bytes(mi._dicom(side, side, pixels.tobytes(), bits_stored=12))
-    cases.append(ProfileCase(path.stem, "near_limit", "success", path))
-    return cases
-
-
-def hostile_cases(folder: Path, per_kind: int = 6, seed: int = 0) -> list[ProfileCase]:
-    """Every generator of malformed_inputs (round 0, then 1, ...) up to `per_kind` files each, spread over its
-    variants; the deflated DICOM bomb is a kind of its own. radiograph_encoding is group "mixed" (valid encodings
-    of which the input check refuses some), everything else must be refused with a clear message."""
-    folder.mkdir(parents=True, exist_ok=True)
-    cases = []
-    for kind, make in mi.GENERATORS:
-        made: list[tuple[str, str, bytes]] = []
-        round_index = 0
-        while (len(made) < per_kind or round_index < 2) and round_index < 4:  # >= 2 rounds: both deflate bombs
-            rng = np.random.default_rng([seed, round_index])
-            if kind == "malformed_dicom":
-                for label, data in mi.malformed_dicom_cases(rng, round_index):
-                    made.append(("deflated_dicom_bomb" if label == "deflated-bomb" else kind, ".dcm", data))
-            else:
-                made += [(kind, suffix, data) for suffix, data in make(rng, round_index)]
-            round_index += 1
-        for sub_kind in dict.fromkeys(k for k, _, _ in made):
-            items = [(s, d) for k, s, d in made if k == sub_kind]
-            picks = np.unique(np.linspace(0, len(items) - 1, min(per_kind, len(items))).round().astype(int))
-            for i in picks:
-                suffix, data = items[i]
-                path = folder / f"{sub_kind}_{i:03d}{suffix}"
-                path.write_bytes(data)
-                mixed = sub_kind == "radiograph_encoding"
-                cases.append(ProfileCase(sub_kind, "mixed" if mixed else "hostile", None if mixed else "clear_error",
-                                         path))
-    return cases
-
-
 # --- measuring ---------------------------------------------------------------------------------------------------
-
-
-def proc_status_mib(pid: int, key: str) -> float | None:
-    """A memory line of /proc/<pid>/status (VmRSS, VmHWM, ...) in MiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak(pid: int) -> None:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: "5" > /proc/<pid>/clear_refs)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def measure(client, pid: int, case: ProfileCase, timeout_s: float, settle_s: float) -> dict:

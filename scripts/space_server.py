@@ -77,3 +77,19 @@ def peak_memory_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def proc_status_mib(pid: int, key: str) -> float | None:
+    """A memory line of /proc/<pid>/status (VmRSS, VmHWM, ...) in MiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak(pid: int) -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: "5" > /proc/<pid>/clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")

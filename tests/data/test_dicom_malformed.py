@@ -15,7 +15,7 @@ from PIL import Image
 
 import hf_deitcxr.data.dicom as dicom_module
 from hf_deitcxr.data import DicomReadError, read_dicom, read_radiograph
-from scripts.malformed_inputs import _deflated_dicom, _patched_dicom, malformed_dicom_cases
+from scripts.malformed_inputs import deflated_dicom, malformed_dicom_cases, patched_dicom
 from tests.helpers.dicom_files import write_dicom
 
 CASES = dict(malformed_dicom_cases(np.random.default_rng(0), 0))
@@ -133,13 +133,13 @@ def test_deflate_bomb_is_refused_without_inflating_it():
 
 
 def test_deflated_dicom_within_budget_still_decodes():
-    assert read_radiograph(_deflated_dicom(64)).size == (64, 64)
+    assert read_radiograph(deflated_dicom(64)).size == (64, 64)
 
 
 def test_valid_palette_colour_dicom_becomes_grey():
     ramp = (np.arange(256, dtype=np.uint16) * 257).tobytes()
     zeros = np.zeros(256, np.uint16).tobytes()
-    data = _patched_dicom(
+    data = patched_dicom(
         np.arange(64, dtype=np.uint8).reshape(8, 8), raw={"PhotometricInterpretation": "PALETTE COLOR"},
         RedPaletteColorLookupTableDescriptor=[256, 0, 16], GreenPaletteColorLookupTableDescriptor=[256, 0, 16],
         BluePaletteColorLookupTableDescriptor=[256, 0, 16], RedPaletteColorLookupTableData=ramp,

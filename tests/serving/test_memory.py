@@ -106,6 +106,8 @@ def _four_outputs():
 def test_answer_outcome_tells_success_clear_error_generic_error_timeout_and_crash(load_test):
     from gradio_client.exceptions import AppError
 
+    from scripts.space_cases import GENERIC_ERROR  # importable once the fixture put scripts/ on sys.path
+
     outcome = load_test.answer_outcome
     assert outcome(_four_outputs(), None)[0] == "success"
     assert outcome(("x", None, None), None)[0] == "crash"  # three outputs: not the endpoint's contract
@@ -114,7 +116,7 @@ def test_answer_outcome_tells_success_clear_error_generic_error_timeout_and_cras
         == ("clear_error", "Could not read this file as an image: x.png: truncated")
     assert outcome(None, AppError("Something went wrong while processing this file; it has been logged.",
                                   title="Server error"))[0] == "generic_error"
-    assert outcome(None, AppError(f"The upstream Gradio app {load_test.GENERIC_ERROR}. To enable ..."))[0] == "crash"
+    assert outcome(None, AppError(f"The upstream Gradio app {GENERIC_ERROR}. To enable ..."))[0] == "crash"
     assert outcome(None, AppError("   "))[0] == "crash"
     assert outcome(None, TimeoutError())[0] == "timeout"
     assert outcome(None, ConnectionError("refused"))[0] == "crash"
