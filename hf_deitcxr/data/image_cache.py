@@ -40,8 +40,9 @@ _CACHE_FORMAT_VERSION = 1
 def load_grey_resized(image: Image.Image | str | os.PathLike | Mapping[str, Any], size: int) -> np.ndarray:
     """One image -> uint8 (size, size) grey array: greyscale first, then a PIL bicubic resize without crop.
 
-    Accepts a PIL image, a file path or a `datasets` undecoded image dict (`{"bytes", "path"}`). 16-bit and
-    float images are min-max scaled to 8 bits exactly as the saved image processor does (`to_grey_array`).
+    Accepts a PIL image, a file path or a `datasets` undecoded image dict (`{"bytes", "path"}`). 16-bit images are
+    mapped to 8 bits by their bit depth (floats by their min-max) exactly as the saved image processor and the
+    Space do (`to_grey_array`).
     """
     with _open_image(image) as opened:
         grey = Image.fromarray(to_grey_array(opened)[0])
