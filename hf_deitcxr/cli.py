@@ -1,4 +1,4 @@
-"""`hf-deitcxr`: train, evaluate, validate-data, benchmark, tune, gpu-benchmark, push and quickstart."""
+"""`hf-deitcxr`: train, evaluate, validate-data, benchmark, tune, gpu-benchmark, push, audit and quickstart."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("push", help="publish a model folder (or the Space folder) to the Hub (see --help)",
                         add_help=False)
 
+    # `audit` hands its arguments to its own HfArgumentParser (hf_deitcxr/audit/arguments.py).
+    commands.add_parser("audit", help="shortcut audit of a saved model: per-source metrics, perturbation and source "
+                        "probes, confounding (see --help)", add_help=False)
+
     quickstart = commands.add_parser("quickstart", help="teacher -> distilled student -> evaluation, on CPU")
     quickstart.add_argument("--dataset", default=None, help="default: ../shared/data/cxr3, else bundled sample")
     quickstart.add_argument("--output_dir", default="outputs/quickstart")
@@ -68,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .hub import push_main
 
         return push_main(passed_on)
+    if args.command == "audit":
+        from .audit.arguments import audit_main
+
+        return audit_main(passed_on)
     if passed_on:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "evaluate":

@@ -75,7 +75,7 @@ def build_model_card(
         metrics=["accuracy", "f1", "roc_auc"] if metrics else None,
         eval_results=eval_results(metrics, dataset_name=dataset_id, split=split) if metrics else None,
     )
-    return ModelCard.from_template(
+    card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         model_name=repo_id,
@@ -96,6 +96,19 @@ def build_model_card(
         image_size=config.get("image_size"),
         code_files=", ".join(sorted(path.name for path in folder.glob("*.py"))) or "none",
     )
+    return with_shortcut_audit(card, _read_json(folder / "audit.json"))
+
+
+def with_shortcut_audit(card: ModelCard, audit: dict) -> ModelCard:
+    """The card with a 'Shortcut audit' section before 'Limitations' when the folder has an audit.json."""
+    if not audit:
+        return card
+    from .audit.report import shortcut_audit_section
+
+    section = shortcut_audit_section(audit)
+    head, marker, tail = card.text.partition("## Limitations")
+    card.text = f"{head}{section}\n{marker}{tail}" if marker else f"{card.text.rstrip()}\n\n{section}"
+    return card
 
 
 def write_model_card(model_dir: str | Path, repo_id: str | None = None, teacher_repo_id: str | None = None) -> Path:

@@ -1,0 +1,103 @@
+"""A saved classifier run on grey images through its own image processor: probabilities and pooled embeddings.
+
+Importing `hf_deitcxr` (the parent package) registers our classes with the Auto classes. The embedding is read
+with a forward hook on the model's base model, so the logits are those of the model's own
+`forward`: DeiT models give the final layer-normed class and distillation tokens (concatenated), CNNs (DenseNet)
+their global-average-pooled features (`pooler_output`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+GreyTransform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Predictions:
+    """Softmax probabilities (N, C) and, when asked for, the pooled embeddings (N, D)."""
+
+    probabilities: np.ndarray
+    embeddings: np.ndarray | None = None
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+def load_classifier(model_path: str):
+    """(model in eval mode, its image processor, its label names in class-index order)."""
+    model = AutoModelForImageClassification.from_pretrained(model_path).eval()
+    processor = AutoImageProcessor.from_pretrained(model_path)
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return model, processor, label_names
+
+
+def pooled_embedding(output, model_type: str) -> torch.Tensor:
+    """The pooled embedding from a base model's output: DeiT [CLS, DIST] tokens, else `pooler_output`."""
+    hidden = getattr(output, "last_hidden_state", None)
+    if hidden is not None and hidden.ndim == 3:
+        tokens = 2 if "deit" in model_type else 1
+        return hidden[:, :tokens].flatten(1)
+    pooled = getattr(output, "pooler_output", None)
+    if pooled is not None:
+        return pooled.flatten(1)
+    if hidden is None:
+        raise ValueError(f"cannot find a pooled embedding in a {type(output).__name__}")
+    return hidden.mean(dim=tuple(range(2, hidden.ndim)))
+
+
+@torch.inference_mode()
+def predict_grey(
+    model,
+    processor,
+    images: Sequence[np.ndarray] | torch.Tensor,
+    transform: GreyTransform | None = None,
+    batch_size: int = 64,
+    with_embeddings: bool = False,
+) -> Predictions:
+    """Run `model` on uint8 grey images (each optionally changed by `transform` first), in batches.
+
+    Every batch goes through `processor(images=..., return_tensors="pt")`, the preprocessing saved with the model.
+    """
+    captured: list[torch.Tensor] = []
+    hook = None
+    if with_embeddings:
+        model_type = str(model.config.model_type)
+
+        def keep(_module, _inputs, output) -> None:
+            captured.append(pooled_embedding(output, model_type).float())
+
+        hook = model.base_model.register_forward_hook(keep)
+    chunks = []
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = [_grey_array(image) for image in images[start:start + batch_size]]
+            if transform is not None:
+                batch = [transform(grey) for grey in batch]
+            pixel_values = processor(images=[Image.fromarray(grey, mode="L") for grey in batch],
+                                     return_tensors="pt")["pixel_values"]
+            chunks.append(model(pixel_values=pixel_values).logits.float().softmax(dim=-1))
+    finally:
+        if hook is not None:
+            hook.remove()
+    probabilities = torch.cat(chunks).numpy()
+    embeddings = torch.cat(captured).numpy() if with_embeddings else None
+    return Predictions(probabilities, embeddings)
+
+
+def _grey_array(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    array = array.reshape(array.shape[-2:]) if array.ndim == 3 else array
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise ValueError(f"expected uint8 grey (H, W) images, got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+__all__ = ["Predictions", "load_classifier", "pooled_embedding", "predict_grey"]
