@@ -39,12 +39,27 @@ def load_classifier(model_path: str):
     return model, processor, label_names
 
 
-def pooled_embedding(output, model_type: str) -> torch.Tensor:
-    """The pooled embedding from a base model's output: DeiT [CLS, DIST] tokens, else `pooler_output`."""
+def prefix_tokens(model) -> int:
+    """How many leading tokens make the embedding: 2 for DeiT ([CLS, DIST]), 1 for other transformers."""
+    embeddings = getattr(model.base_model, "embeddings", None)
+    return 2 if getattr(embeddings, "distillation_token", None) is not None else 1
+
+
+def embedding_kind(model) -> str:
+    """What `predict_grey(..., with_embeddings=True)` returns for this model, in words."""
+    if getattr(model.base_model, "embeddings", None) is None:
+        return "global-average-pooled final features (pooler_output)"
+    if prefix_tokens(model) == 2:
+        return "final layer-normed class + distillation tokens, concatenated"
+    return "final layer-normed class token"
+
+
+def pooled_embedding(output, num_tokens: int) -> torch.Tensor:
+    """The pooled embedding from a base model's output: the first `num_tokens` tokens of a token sequence,
+    else `pooler_output` (a CNN's global-average-pooled features)."""
     hidden = getattr(output, "last_hidden_state", None)
     if hidden is not None and hidden.ndim == 3:
-        tokens = 2 if "deit" in model_type else 1
-        return hidden[:, :tokens].flatten(1)
+        return hidden[:, :num_tokens].flatten(1)
     pooled = getattr(output, "pooler_output", None)
     if pooled is not None:
         return pooled.flatten(1)
@@ -69,10 +84,10 @@ def predict_grey(
     captured: list[torch.Tensor] = []
     hook = None
     if with_embeddings:
-        model_type = str(model.config.model_type)
+        num_tokens = prefix_tokens(model)
 
         def keep(_module, _inputs, output) -> None:
-            captured.append(pooled_embedding(output, model_type).float())
+            captured.append(pooled_embedding(output, num_tokens).float())
 
         hook = model.base_model.register_forward_hook(keep)
     chunks = []
@@ -100,4 +115,4 @@ def _grey_array(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-__all__ = ["Predictions", "load_classifier", "pooled_embedding", "predict_grey"]
+__all__ = ["Predictions", "embedding_kind", "load_classifier", "pooled_embedding", "predict_grey", "prefix_tokens"]

@@ -14,7 +14,7 @@ import torch
 from ..data import load_radiograph_dataset
 from ..data.image_cache import CachedImageDataset
 from ..metrics.intervals import DEFAULT_NUM_RESAMPLES, bootstrap_intervals
-from .inference import load_classifier, predict_grey
+from .inference import embedding_kind, load_classifier, predict_grey
 from .measures import AGREEMENT_THRESHOLD, agreement_by_source, group_metrics
 from .perturbations import Perturbation, default_perturbations
 from .probes import DEFAULT_FOLDS, confounding_table, source_probe, within_class_source_probes
@@ -100,7 +100,7 @@ def run_audit(
         "model": str(model_path), "model_type": str(model.config.model_type), "dataset": str(dataset),
         "split": split, "seed": int(seed), "image_size": int(image_size), "num_images": int(len(labels)),
         "label_names": list(label_names), "agreement_threshold": float(agreement_threshold),
-        "embedding": {"dim": int(clean.embeddings.shape[1]), "kind": _embedding_kind(str(model.config.model_type))},
+        "embedding": {"dim": int(clean.embeddings.shape[1]), "kind": embedding_kind(model)},
         "overall": overall, "groups": groups, "perturbations": perturbation_results,
         "source_probe": probe, "within_class_source_probes": within, "confounding": confounding,
         "timings": {key: round(value, 2) for key, value in timings.items()}, "not_covered": NOT_COVERED,
@@ -133,12 +133,6 @@ def _load_split(dataset: str, split: str, label_names: list[str], image_size: in
     if split not in datasets:
         raise ValueError(f"split {split!r} not in {dataset}; available: {list(datasets)}")
     return CachedImageDataset.from_hf_dataset(datasets[split], size=image_size)
-
-
-def _embedding_kind(model_type: str) -> str:
-    if "deit" in model_type:
-        return "final layer-normed class + distillation tokens, concatenated"
-    return "global-average-pooled final features (pooler_output)"
 
 
 def summary_rows(audit: dict[str, Any]) -> list[dict[str, Any]]:

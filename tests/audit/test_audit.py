@@ -102,6 +102,7 @@ def test_a_confounded_source_cue_is_flagged(tmp_path, brightness_model):
     assert not audit["perturbations"]["jpeg_q50"]["per_source"]["dark_site"]["flagged"]  # a mild change is not
     # (c) the features carry the cue, so the source is predictable from them
     assert audit["source_probe"]["auc"] > 0.9 and audit["source_probe"]["high"]
+    assert audit["embedding"] == {"dim": 4, "kind": "global-average-pooled final features (pooler_output)"}
     assert {path.name for path in result.files} >= {"audit.json", "audit.md", "audit_agreement.png"}
 
 
@@ -151,6 +152,7 @@ def test_cli_audit_writes_the_report_into_the_model_folder_and_the_card_shows_it
         assert (student / name).stat().st_size > 0, name
     audit = json.loads((student / "audit.json").read_text())
     assert audit["num_images"] == 24 and audit["embedding"]["dim"] == 2 * 32  # DeiT: class + distillation tokens
+    assert audit["embedding"]["kind"].startswith("final layer-normed class + distillation")
     assert set(audit["groups"]["per_source"]) == {"site_a", "site_b"}
     assert "## Perturbation probe" in (student / "audit.md").read_text()
     card = str(build_model_card(student))
