@@ -1,4 +1,4 @@
-"""`hf-deitcxr`: train, evaluate, validate-data, benchmark, tune, gpu-benchmark, push, audit and quickstart."""
+"""`hf-deitcxr`: train, evaluate, validate-data, benchmark, tune, gpu-benchmark, push, audit, loso and quickstart."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("audit", help="shortcut audit of a saved model: per-source metrics, perturbation and source "
                         "probes, confounding (see --help)", add_help=False)
 
+    # `loso` hands its arguments to its own HfArgumentParser (hf_deitcxr/experiments/loso.py).
+    commands.add_parser("loso", help="leave-one-source-out: the teacher trained with and without each source, "
+                        "tested on it (see --help)", add_help=False)
+
     quickstart = commands.add_parser("quickstart", help="teacher -> distilled student -> evaluation, on CPU")
     quickstart.add_argument("--dataset", default=None, help="default: ../shared/data/cxr3, else bundled sample")
     quickstart.add_argument("--output_dir", default="outputs/quickstart")
@@ -76,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .audit.arguments import audit_main
 
         return audit_main(passed_on)
+    if args.command == "loso":
+        from .experiments.loso import loso_main
+
+        return loso_main(passed_on)
     if passed_on:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "evaluate":

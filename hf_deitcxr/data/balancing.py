@@ -9,6 +9,9 @@ Strategies (`BalancingStrategy`):
   "balanced"), the same data order as `none`; works with any number of processes.
 - `oversample`: an index list repeating minority-class samples up to the majority count (whole copies first,
   then a random remainder), shuffled; with random augmentation each repeat is a different image.
+- `source_balanced`: like `weighted_sampler`, but within each class every (class, source) cell is drawn equally
+  often: a sample's probability is 1 / (n_classes * sources of its class * count of its cell), so classes stay
+  balanced and no source dominates a class (needs the training split's `source` column; single-process only).
 
 Every function validates the labels: empty, non-integer, out of range, or a class without any sample (its
 weight would be infinite, and there is nothing to draw or repeat) raise `ValueError`.
@@ -16,6 +19,7 @@ weight would be infinite, and there is nothing to draw or repeat) raise `ValueEr
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -34,6 +38,7 @@ class BalancingStrategy(str, Enum):
     WEIGHTED_SAMPLER = "weighted_sampler"
     CLASS_WEIGHTED_LOSS = "class_weighted_loss"
     OVERSAMPLE = "oversample"
+    SOURCE_BALANCED = "source_balanced"
 
     @classmethod
     def parse(cls, value: str | BalancingStrategy) -> BalancingStrategy:
@@ -80,6 +85,36 @@ def make_weighted_sampler(
     return WeightedRandomSampler(per_sample, num_samples=draws, replacement=True, generator=generator)
 
 
+def source_balanced_weights(labels: Labels, sources: Sequence[object], num_classes: int) -> torch.Tensor:
+    """float64 (n_samples,) draw probabilities: each class gets 1 / n_classes of the mass, split equally over the
+    (class, source) cells of that class, and equally over the samples of a cell. They sum to 1."""
+    array = _label_array(labels, num_classes)
+    _require_every_class(array, num_classes, "source_balanced")
+    if sources is None:
+        raise ValueError("'source_balanced' balancing needs the source of every training sample (a `source` column)")
+    names = [str(source) for source in sources]
+    if len(names) != len(array):
+        raise ValueError(f"{len(names)} sources for {len(array)} labels")
+    cells = Counter(zip(array.tolist(), names, strict=True))
+    sources_per_class = Counter(label for label, _ in cells)
+    weights = [1.0 / (num_classes * sources_per_class[label] * cells[(label, name)])
+               for label, name in zip(array.tolist(), names, strict=True)]
+    return torch.tensor(weights, dtype=torch.float64)
+
+
+def make_source_balanced_sampler(
+    labels: Labels, sources: Sequence[object], num_classes: int, num_samples: int | None = None, seed: int = 0
+) -> WeightedRandomSampler:
+    """Sampler drawing with `source_balanced_weights`, with replacement; `num_samples` defaults to the data set
+    size and a seeded generator makes the draws reproducible."""
+    weights = source_balanced_weights(labels, sources, num_classes)
+    draws = len(weights) if num_samples is None else int(num_samples)
+    if draws <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(weights, num_samples=draws, replacement=True, generator=generator)
+
+
 def oversample_indices(labels: Labels, num_classes: int, seed: int = 0) -> list[int]:
     """Indices in which every class appears as often as the majority class, shuffled.
 
@@ -123,9 +158,11 @@ class BalancingPlan:
 
 
 def plan_balancing(
-    strategy: str | BalancingStrategy, labels: Labels, num_classes: int, seed: int = 0
+    strategy: str | BalancingStrategy, labels: Labels, num_classes: int, seed: int = 0,
+    sources: Sequence[object] | None = None,
 ) -> BalancingPlan:
-    """The balancing ingredients of `strategy` for these training labels."""
+    """The balancing ingredients of `strategy` for these training labels (`sources`: only `source_balanced`
+    uses them)."""
     strategy = BalancingStrategy.parse(strategy)
     _label_array(labels, num_classes)  # validate even for "none": bad labels are a data error regardless
     if strategy is BalancingStrategy.CLASS_WEIGHTED_LOSS:
@@ -134,6 +171,8 @@ def plan_balancing(
         return BalancingPlan(strategy, sampler=make_weighted_sampler(labels, num_classes, seed=seed))
     if strategy is BalancingStrategy.OVERSAMPLE:
         return BalancingPlan(strategy, indices=oversample_indices(labels, num_classes, seed=seed))
+    if strategy is BalancingStrategy.SOURCE_BALANCED:
+        return BalancingPlan(strategy, sampler=make_source_balanced_sampler(labels, sources, num_classes, seed=seed))
     return BalancingPlan(strategy)
 
 
@@ -175,8 +214,10 @@ __all__ = [
     "BalancingStrategy",
     "balanced_class_weights",
     "class_counts",
+    "make_source_balanced_sampler",
     "make_weighted_sampler",
     "oversample_indices",
     "plan_balancing",
+    "source_balanced_weights",
     "weighted_cross_entropy",
 ]

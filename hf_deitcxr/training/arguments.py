@@ -13,7 +13,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 STAGES = ("teacher", "distill", "baseline")
 TASKS = ("cxr", "mammo")  # mammo has its own arguments: hf_deitcxr.mammo.arguments
-BALANCING = ("none", "weighted_sampler", "class_weighted_loss", "oversample")
+BALANCING = ("none", "weighted_sampler", "class_weighted_loss", "oversample", "source_balanced")
 STUDENT_PRESETS = {
     # DeiT paper sizes (patch 16): hidden, layers, heads, MLP.
     "deit-tiny": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768),
@@ -97,6 +97,15 @@ class DataArguments:
         metadata={"help": "Class balancing; default chosen by scripts/bench_balancing.py (docs/RESULTS.md)",
                   "choices": list(BALANCING)},
     )
+    exclude_sources: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated values of the `source` column whose images are dropped from the training "
+                  "split (leave-one-source-out); the evaluation split is kept whole unless --eval_sources"},
+    )
+    eval_sources: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated sources to keep in the evaluation split (default: all of them)"},
+    )
     augment: bool = field(default=True, metadata={"help": "Random radiograph augmentation while training"})
     teacher_logit_cache: bool = field(
         default=False,
@@ -129,6 +138,18 @@ class DataArguments:
         if not self.class_names:
             return None
         return [name.strip() for name in self.class_names.split(",") if name.strip()]
+
+    @property
+    def exclude_source_list(self) -> list[str]:
+        return _comma_list(self.exclude_sources)
+
+    @property
+    def eval_source_list(self) -> list[str]:
+        return _comma_list(self.eval_sources)
+
+
+def _comma_list(value: str | None) -> list[str]:
+    return [item.strip() for item in (value or "").split(",") if item.strip()]
 
 
 # Training defaults that differ from TrainingArguments' own: what radiograph classification on small data needs.

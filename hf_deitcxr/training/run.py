@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
 from ..data.image_cache import CachedImageDataset
 from ..data.input_spec import InputSpec
+from ..metrics import per_group_metrics
 from ..metrics.report import write_evaluation_report
 from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
 from .arguments import DataArguments, ModelArguments, configure_logging, parse_training_arguments
@@ -44,6 +46,11 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         raise ValueError(f"evaluation split {data_args.eval_split!r} not found; splits: {list(datasets)}")
 
     train_split = datasets["train"]
+    if data_args.exclude_source_list:
+        train_split = select_sources(train_split, exclude=data_args.exclude_source_list, split_name="train")
+    eval_split = datasets[data_args.eval_split]
+    if data_args.eval_source_list:
+        eval_split = select_sources(eval_split, keep=data_args.eval_source_list, split_name=data_args.eval_split)
     if data_args.train_subset:
         train_split = patient_subset(train_split, data_args.train_subset, seed=data_args.subset_seed)
     label_names = train_split.features["label"].names
@@ -54,9 +61,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     cache_dir = data_args.pixel_cache_dir
     train_data = CachedImageDataset.from_hf_dataset(train_split, size=model_args.image_size, cache_dir=cache_dir)
-    eval_data = CachedImageDataset.from_hf_dataset(
-        datasets[data_args.eval_split], size=model_args.image_size, cache_dir=cache_dir
-    )
+    eval_data = CachedImageDataset.from_hf_dataset(eval_split, size=model_args.image_size, cache_dir=cache_dir)
     augmentation = RadiographAugmentation(AugmentationConfig()) if data_args.augment else None
     collator_kwargs = dict(
         size=model_args.image_size, mean=student_spec.mean, std=student_spec.std,
@@ -68,7 +73,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     )
     eval_collator = RadiographCollator(**collator_kwargs, augmentation=None)
 
-    plan = plan_balancing(data_args.balancing, train_data.labels.tolist(), len(label_names), seed=training_args.seed)
+    plan = plan_balancing(data_args.balancing, train_data.labels.tolist(), len(label_names), seed=training_args.seed,
+                          sources=train_data.extras.get("source"))
     if plan.indices is not None:
         train_data = torch.utils.data.Subset(train_data, plan.indices)
 
@@ -95,12 +101,52 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     }
 
     def write_reports(output_dir: Path, probabilities: np.ndarray, summary: dict) -> dict:
+        sources = eval_data.extras.get("source")
+        if sources is not None:
+            summary = {**summary, "worst_source": worst_source(probabilities, eval_data.labels.numpy(), sources,
+                                                               label_names)}
         return write_evaluation_report(output_dir, probabilities, eval_data.labels.numpy(), label_names,
-                                       sources=eval_data.extras.get("source"), extra=summary,
+                                       sources=sources, extra=summary,
                                        patient_ids=eval_data.extras.get("patient_id"))
 
     arguments = {"model": vars(model_args), "data": vars(data_args), "training": training_args.to_dict()}
     return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports)
+
+
+def select_sources(split, *, exclude: Sequence[str] = (), keep: Sequence[str] = (), split_name: str = "train"):
+    """`split` without the images whose `source` is in `exclude` (or with only those in `keep`).
+
+    Every name must be a source of `split` (a typo would otherwise silently drop nothing); what is dropped is
+    logged per class. Raises ValueError on an unknown name or when nothing would be left.
+    """
+    if "source" not in split.column_names:
+        raise ValueError(f"the {split_name} split has no 'source' column to select sources from")
+    sources = split["source"]
+    present = sorted(set(sources))
+    unknown = sorted(set(exclude) - set(present)) + sorted(set(keep) - set(present))
+    if unknown:
+        raise ValueError(f"unknown source(s) {unknown} for the {split_name} split; its sources are {present}")
+    dropped_sources = set(exclude) | (set(present) - set(keep) if keep else set())
+    kept = [i for i, source in enumerate(sources) if source not in dropped_sources]
+    if not kept:
+        raise ValueError(f"no {split_name} images left after dropping source(s) {sorted(dropped_sources)}")
+    names = split.features["label"].names
+    labels = split["label"]
+    dropped = Counter(names[labels[i]] for i, source in enumerate(sources) if source in dropped_sources)
+    logger.info("%s split: dropped source(s) %s, %d of %d images (%s); kept source(s) %s", split_name,
+                sorted(dropped_sources), sum(dropped.values()), len(sources),
+                ", ".join(f"{name} {count}" for name, count in sorted(dropped.items())) or "none",
+                sorted(set(present) - dropped_sources))
+    return split.select(kept)
+
+
+def worst_source(probabilities: np.ndarray, labels: np.ndarray, sources: Sequence[str],
+                 label_names: Sequence[str]) -> dict:
+    """The evaluation source with the lowest accuracy: {"source", "accuracy", "num_examples"}."""
+    per_source = per_group_metrics(probabilities, labels, sources, label_names)
+    name = min(per_source, key=lambda key: per_source[key]["accuracy"])
+    return {"source": name, "accuracy": per_source[name]["accuracy"],
+            "num_examples": per_source[name]["num_examples"]}
 
 
 def build_model(model_args: ModelArguments, label_names: Sequence[str]) -> torch.nn.Module:

@@ -107,3 +107,50 @@ def test_plan_balancing_per_strategy():
 def test_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --- source_balanced (issue 14) ---------------------------------------------------------------------------------
+
+# class 0 from three sources (900/90/10 images), class 1 from one (200): skewed both ways.
+SB_LABELS = [0] * 1000 + [1] * 200
+SB_SOURCES = ["a"] * 900 + ["b"] * 90 + ["c"] * 10 + ["a"] * 200
+
+
+def test_source_balanced_weights_split_each_class_equally_over_its_sources():
+    from hf_deitcxr.data.balancing import source_balanced_weights
+
+    weights = source_balanced_weights(SB_LABELS, SB_SOURCES, 2)
+    assert weights.dtype == torch.float64 and len(weights) == len(SB_LABELS)
+    torch.testing.assert_close(weights.sum(), torch.tensor(1.0, dtype=torch.float64))
+    cells = Counter()
+    for weight, label, source in zip(weights.tolist(), SB_LABELS, SB_SOURCES, strict=True):
+        cells[(label, source)] += weight
+    assert cells == pytest.approx({(0, "a"): 1 / 6, (0, "b"): 1 / 6, (0, "c"): 1 / 6, (1, "a"): 1 / 2})
+
+
+def test_source_balanced_sampler_draws_every_cell_equally_often_and_is_seeded():
+    from hf_deitcxr.data.balancing import make_source_balanced_sampler
+
+    sampler = make_source_balanced_sampler(SB_LABELS, SB_SOURCES, 2, num_samples=60_000, seed=3)
+    draws = list(sampler)
+    counts = Counter((SB_LABELS[i], SB_SOURCES[i]) for i in draws)
+    fractions = {cell: count / len(draws) for cell, count in counts.items()}
+    assert fractions == pytest.approx({(0, "a"): 1 / 6, (0, "b"): 1 / 6, (0, "c"): 1 / 6, (1, "a"): 1 / 2}, abs=0.01)
+    # the 10-image cell is drawn as often as the 900-image one; classes stay balanced
+    assert abs(sum(SB_LABELS[i] for i in draws) / len(draws) - 0.5) < 0.01
+    again = make_source_balanced_sampler(SB_LABELS, SB_SOURCES, 2, num_samples=60_000, seed=3)
+    other = make_source_balanced_sampler(SB_LABELS, SB_SOURCES, 2, num_samples=60_000, seed=4)
+    assert list(again) == draws and list(other) != draws
+    assert len(make_source_balanced_sampler(SB_LABELS, SB_SOURCES, 2)) == len(SB_LABELS)  # default: one epoch
+
+
+def test_source_balanced_plan_needs_sources_and_every_class():
+    plan = plan_balancing("source_balanced", SB_LABELS, 2, seed=0, sources=SB_SOURCES)
+    assert plan.strategy is BalancingStrategy.SOURCE_BALANCED and plan.sampler is not None
+    assert plan.indices is None and plan.class_weights is None
+    with pytest.raises(ValueError, match="source"):
+        plan_balancing("source_balanced", SB_LABELS, 2)
+    with pytest.raises(ValueError, match="sources for"):
+        plan_balancing("source_balanced", SB_LABELS, 2, sources=SB_SOURCES[:-1])
+    with pytest.raises(ValueError, match="no training samples"):
+        plan_balancing("source_balanced", SB_LABELS, 3, sources=SB_SOURCES)

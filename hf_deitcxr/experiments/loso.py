@@ -1,0 +1,275 @@
+"""`hf-deitcxr loso`: leave-one-source-out evaluation of the DenseNet teacher (issue 14).
+
+A source can be held out when every class it contains also has another source in the training split (in cxr3:
+kermany and nih, which both hold normal and pneumonia; armiro is all of covid and cannot). The teacher is trained
+once on every source and once without each held-out source (the `exclude_sources` data option), at one small
+budget (`max_steps` optimiser steps, the CPU recipe otherwise), each run seeded with `seed`. Both are evaluated on
+the held-out source's validation images and on the in-distribution validation images (all of them for the run
+with every source; those of the sources it was trained on for the run without one).
+
+Accuracy intervals are `bootstrap_intervals` (patients resampled). Macro-F1 is over the classes present in the
+evaluated images (a held-out nih has no covid; a covid prediction there is an error of the true class, not a class
+of its own), with a patient bootstrap of the same design and seed. Writes `loso.json` and `loso.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..metrics.intervals import DEFAULT_CONFIDENCE, DEFAULT_NUM_RESAMPLES, bootstrap_intervals, format_interval
+from ..training.arguments import BALANCING, configure_logging
+from .recipe import CPU_RECIPE, stage_arguments
+
+logger = logging.getLogger(__name__)
+
+ALL_SOURCES = "all"
+# The quickstart teacher's budget: 4800 training images = 150 steps of 32.
+DEFAULT_MAX_STEPS = 150
+
+
+@dataclass
+class LosoArguments:
+    dataset: str = field(default="../shared/data/cxr3", metadata={"help": "Dataset with train + validation splits "
+                                                                          "and a `source` column"})
+    output_dir: str = field(default="outputs/loso")
+    seed: int = field(default=0, metadata={"help": "Seeds every run (weights, data order, augmentation) and the "
+                                                   "bootstrap"})
+    max_steps: int = field(default=DEFAULT_MAX_STEPS, metadata={"help": "Teacher optimiser steps per run (the "
+                                                                        "budget; same for every run)"})
+    batch_size: int = field(default=CPU_RECIPE.teacher_batch_size, metadata={"help": "Teacher batch size"})
+    image_size: int = field(default=CPU_RECIPE.image_size)
+    balancing: str = field(default=CPU_RECIPE.balancing, metadata={"help": "Class balancing of every run",
+                                                                   "choices": list(BALANCING)})
+    holdout_sources: str | None = field(default=None, metadata={
+        "help": "Comma-separated sources to hold out (default: every source whose classes all have another source)"})
+    eval_split: str = field(default="validation")
+    num_resamples: int = field(default=DEFAULT_NUM_RESAMPLES, metadata={"help": "Bootstrap replicates"})
+    pixel_cache_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/pixel_cache"})
+
+    def __post_init__(self) -> None:
+        if self.max_steps <= 0:
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
+        if self.balancing not in BALANCING:
+            raise ValueError(f"balancing must be one of {BALANCING}, got {self.balancing!r}")
+
+    @property
+    def holdout_list(self) -> list[str]:
+        return [s.strip() for s in (self.holdout_sources or "").split(",") if s.strip()]
+
+
+def holdout_candidates(labels: Sequence[str], sources: Sequence[str]) -> list[str]:
+    """Sources every one of whose classes also comes from another source (sorted): those a model can be trained
+    without and still see every class."""
+    sources_of_class: dict[str, set[str]] = {}
+    for label, source in zip(labels, sources, strict=True):
+        sources_of_class.setdefault(label, set()).add(source)
+    return sorted(
+        source for source in set(sources)
+        if all(len(sources_of_class[label]) >= 2 for label, s in zip(labels, sources, strict=True) if s == source)
+    )
+
+
+def run_loso(args: LosoArguments) -> dict[str, Any]:
+    from transformers import set_seed
+
+    from ..data import load_radiograph_dataset
+    from ..training.run import run_training
+
+    start = time.perf_counter()
+    root = Path(args.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    cache = args.pixel_cache_dir or str(root / "pixel_cache")
+    datasets = load_radiograph_dataset(args.dataset)
+    train, names = datasets["train"], datasets["train"].features["label"].names
+    if args.eval_split not in datasets:
+        raise ValueError(f"evaluation split {args.eval_split!r} not found; splits: {list(datasets)}")
+    candidates = holdout_candidates([names[i] for i in train["label"]], train["source"])
+    holdouts = args.holdout_list or candidates
+    refused = sorted(set(holdouts) - set(candidates))
+    if refused:
+        raise ValueError(f"cannot hold out {refused}: a class of theirs has no other training source "
+                         f"(or they are not training sources); candidates: {candidates}")
+    if not holdouts:
+        raise ValueError("no source can be held out: every class has a single source")
+    eval_sources = set(datasets[args.eval_split]["source"])
+    missing = sorted(set(holdouts) - eval_sources)
+    if missing:
+        raise ValueError(f"held-out source(s) {missing} have no {args.eval_split} images to test on")
+
+    recipe = CPU_RECIPE.with_overrides(image_size=args.image_size, balancing=args.balancing,
+                                       teacher_batch_size=args.batch_size)
+    runs: dict[str, dict[str, Any]] = {}
+    for run_name in [ALL_SOURCES, *holdouts]:
+        run_dir = root / (f"teacher-{ALL_SOURCES}" if run_name == ALL_SOURCES else f"teacher-without-{run_name}")
+        model_args, data_args, training_args = stage_arguments(
+            "teacher", args.dataset, run_dir, recipe, images_seen=args.max_steps * args.batch_size, seed=args.seed,
+            pixel_cache_dir=cache, progress_bars=False,
+        )
+        data_args.eval_split = args.eval_split
+        if run_name != ALL_SOURCES:
+            data_args.exclude_sources = run_name
+        set_seed(args.seed)
+        tick = time.perf_counter()
+        report = run_training(model_args, data_args, training_args)
+        wall = time.perf_counter() - tick
+        extra = report.get("extra", {})
+        runs[run_name] = {"dir": str(run_dir), "excluded": [] if run_name == ALL_SOURCES else [run_name],
+                          "num_train_images": extra.get("num_train_images"), "global_step": extra.get("global_step"),
+                          "train_runtime_s": extra.get("train_runtime_s"), "wall_s": round(wall, 1),
+                          "full_eval_accuracy": report["overall"]["accuracy"]}
+        print(f"[loso] {run_name}: {wall:.0f} s, {args.eval_split} accuracy {report['overall']['accuracy']:.3f}",
+              flush=True)
+
+    evaluation = _load_eval_split(datasets[args.eval_split], args.image_size, cache)
+    probabilities = {name: _predict(Path(run["dir"]), evaluation) for name, run in runs.items()}
+    labels, sources, patients = evaluation.labels.numpy(), np.asarray(evaluation.extras["source"]), \
+        np.asarray(evaluation.extras["patient_id"])
+    options = dict(label_names=names, seed=args.seed, num_resamples=args.num_resamples)
+    everything = np.ones(len(labels), dtype=bool)
+    rows = []
+    for source in holdouts:
+        held_out = sources == source
+        rows.append({
+            "heldout_source": source,
+            "classes": sorted({names[i] for i in labels[held_out]}),
+            "num_images": int(held_out.sum()), "num_patients": int(len(set(patients[held_out]))),
+            "with": {"heldout": subset_metrics(probabilities[ALL_SOURCES], labels, patients, held_out, **options),
+                     "in_distribution": subset_metrics(probabilities[ALL_SOURCES], labels, patients, everything,
+                                                       **options)},
+            "without": {"heldout": subset_metrics(probabilities[source], labels, patients, held_out, **options),
+                        "in_distribution": subset_metrics(probabilities[source], labels, patients, ~held_out,
+                                                          **options)},
+        })
+    result = {"arguments": asdict(args), "label_names": list(names), "candidates": candidates, "runs": runs,
+              "rows": rows, "wall_s": round(time.perf_counter() - start, 1)}
+    (root / "loso.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    (root / "loso.md").write_text(loso_markdown(result))
+    return result
+
+
+def subset_metrics(probabilities: np.ndarray, labels: np.ndarray, patients: np.ndarray, rows: np.ndarray, *,
+                   label_names: Sequence[str], seed: int, num_resamples: int) -> dict[str, Any]:
+    """Accuracy (with `bootstrap_intervals`) and macro-F1 over the classes present (same patient bootstrap) of
+    the images `rows`."""
+    probs, truth, ids = probabilities[rows], labels[rows], patients[rows]
+    intervals = bootstrap_intervals(probs, truth, label_names, patient_ids=ids.tolist(), seed=seed,
+                                    num_resamples=num_resamples)
+    accuracy = intervals["accuracy"]
+    f1, f1_bounds = present_class_macro_f1(probs.argmax(axis=1), truth, ids, seed=seed, num_resamples=num_resamples,
+                                           min_clusters=10)
+    return {"num_images": int(len(truth)), "num_patients": intervals["num_clusters"],
+            "accuracy": accuracy["estimate"], "accuracy_ci": _bounds(accuracy), "accuracy_ci_reason":
+            accuracy.get("reason"), "macro_f1": f1, "macro_f1_ci": f1_bounds,
+            "classes": [label_names[i] for i in sorted(set(truth.tolist()))]}
+
+
+def present_class_macro_f1(predictions: np.ndarray, labels: np.ndarray, patients: np.ndarray, *, seed: int = 0,
+                           num_resamples: int = DEFAULT_NUM_RESAMPLES, confidence: float = DEFAULT_CONFIDENCE,
+                           min_clusters: int = 10) -> tuple[float, list[float] | None]:
+    """Macro-F1 over the classes present in `labels` (sklearn `f1_score(labels=present, average="macro")`) and its
+    percentile patient-bootstrap interval (None below `min_clusters` patients). A prediction of an absent class
+    counts as a miss of the true class and adds no F1 term of its own."""
+    present = np.unique(labels)
+    _, cluster = np.unique(patients.astype(str), return_inverse=True)
+    num_clusters = int(cluster.max()) + 1
+
+    def macro_f1(weights: np.ndarray) -> np.ndarray:  # weights: (replicates, images)
+        scores = []
+        for c in present:
+            tp = weights @ ((labels == c) & (predictions == c))
+            fp = weights @ ((labels != c) & (predictions == c))
+            fn = weights @ ((labels == c) & (predictions != c))
+            denominator = 2 * tp + fp + fn
+            scores.append(np.divide(2 * tp, denominator, out=np.full(len(tp), np.nan), where=denominator > 0))
+        return np.nanmean(np.stack(scores), axis=0)
+
+    estimate = float(macro_f1(np.ones((1, len(labels))))[0])
+    if num_clusters < min_clusters:
+        return estimate, None
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, num_clusters, size=(num_resamples, num_clusters))
+    counts = np.stack([np.bincount(row, minlength=num_clusters) for row in draws])
+    values = macro_f1(counts[:, cluster].astype(np.float64))
+    alpha = (1 - confidence) / 2
+    return estimate, [float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))]
+
+
+def _bounds(entry: dict[str, Any]) -> list[float] | None:
+    return None if entry.get("low") is None else [float(entry["low"]), float(entry["high"])]
+
+
+def _load_eval_split(split, image_size: int, cache: str):
+    from ..data.image_cache import CachedImageDataset
+
+    return CachedImageDataset.from_hf_dataset(split, size=image_size, cache_dir=cache)
+
+
+def _predict(model_dir: Path, data) -> np.ndarray:
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from ..data.collate import RadiographCollator
+    from ..data.input_spec import InputSpec
+    from ..evaluation import predict_probabilities
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    spec = InputSpec.from_processor(AutoImageProcessor.from_pretrained(model_dir), model.config.num_channels)
+    collator = RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
+    return predict_probabilities(model, data, collator, batch_size=64)
+
+
+def loso_markdown(result: dict[str, Any]) -> str:
+    args = result["arguments"]
+    lines = [
+        f"Leave-one-source-out, DenseNet teacher from scratch, {args['max_steps']} steps of {args['batch_size']} at "
+        f"{args['image_size']} px, balancing `{args['balancing']}`, seed {args['seed']}; evaluated on the "
+        f"`{args['eval_split']}` split. Accuracy: value (95 % patient-bootstrap interval, {args['num_resamples']} "
+        "resamples); macro-F1 over the classes present in the evaluated images. In-distribution: the run with every "
+        "source on all evaluation images; the run without the source on the images of the sources it was trained on.",
+        "",
+        "| held-out source | classes | images (patients) | trained with it: acc (CI) | trained without it: acc (CI) "
+        "| with it: macro-F1 (CI) | without it: macro-F1 (CI) | in-distribution macro-F1, with all | "
+        "in-distribution macro-F1, without it |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        with_, without = row["with"], row["without"]
+        cells = [
+            row["heldout_source"], ", ".join(row["classes"]), f"{row['num_images']} ({row['num_patients']})",
+            format_interval(with_["heldout"]["accuracy"], with_["heldout"]["accuracy_ci"]),
+            format_interval(without["heldout"]["accuracy"], without["heldout"]["accuracy_ci"]),
+            format_interval(with_["heldout"]["macro_f1"], with_["heldout"]["macro_f1_ci"]),
+            format_interval(without["heldout"]["macro_f1"], without["heldout"]["macro_f1_ci"]),
+            format_interval(with_["in_distribution"]["macro_f1"], with_["in_distribution"]["macro_f1_ci"]),
+            format_interval(without["in_distribution"]["macro_f1"], without["in_distribution"]["macro_f1_ci"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| run | excluded | training images | steps | wall s |", "|---|---|---|---|---|"]
+    for name, run in result["runs"].items():
+        lines.append(f"| {name} | {', '.join(run['excluded']) or '-'} | {run['num_train_images']} | "
+                     f"{run['global_step']} | {run['wall_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def loso_main(argv: Sequence[str] | None = None) -> int:
+    from transformers import HfArgumentParser
+
+    configure_logging()
+    (args,) = HfArgumentParser(LosoArguments).parse_args_into_dataclasses(
+        args=list(sys.argv[1:] if argv is None else argv)
+    )
+    result = run_loso(args)
+    print((Path(args.output_dir) / "loso.md").read_text())
+    print(f"[loso] wrote {Path(args.output_dir) / 'loso.json'} ({result['wall_s']:.0f} s)")
+    return 0
+
+
+__all__ = ["LosoArguments", "holdout_candidates", "loso_main", "present_class_macro_f1", "run_loso"]

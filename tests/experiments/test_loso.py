@@ -1,0 +1,108 @@
+"""Leave-one-source-out (issue 14): the `exclude_sources` filter, the held-out candidates, the present-class
+macro-F1, and a tiny `hf-deitcxr loso` run end to end on synthetic data with two sources."""
+
+import json
+import logging
+
+import datasets
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from hf_deitcxr.cli import main
+from hf_deitcxr.data import load_radiograph_dataset
+from hf_deitcxr.experiments.loso import LosoArguments, holdout_candidates, present_class_macro_f1
+from hf_deitcxr.training.arguments import parse_training_arguments
+from hf_deitcxr.training.run import select_sources
+from tests.helpers.synthetic import write_imagefolder
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_imagefolder(tmp_path / "data", {"train": 16, "validation": 8}, sources=("site_a", "site_b"))
+
+
+def records(split) -> list[tuple[str, int, str]]:
+    """(file path, label, source) of each image of a split, without decoding the images."""
+    plain = split.cast_column("image", datasets.Image(decode=False))
+    return [(image["path"], label, source)
+            for image, label, source in zip(plain["image"], plain["label"], plain["source"], strict=True)]
+
+
+def test_exclude_sources_drops_exactly_those_records(data, caplog):
+    train = load_radiograph_dataset(data)["train"]
+    with caplog.at_level(logging.INFO, logger="hf_deitcxr.training.run"):
+        kept = select_sources(train, exclude=["site_b"], split_name="train")
+    expected = [row for row in records(train) if row[2] != "site_b"]
+    assert records(kept) == expected
+    assert set(kept["source"]) == {"site_a"} and len(kept) == 24 == len(train) - 24
+    assert "dropped source(s) ['site_b'], 24 of 48 images" in caplog.text
+    only = select_sources(train, keep=["site_b"], split_name="validation")
+    assert set(only["source"]) == {"site_b"} and len(only) == 24
+    with pytest.raises(ValueError, match=r"unknown source\(s\) \['nih'\].*\['site_a', 'site_b'\]"):
+        select_sources(train, exclude=["nih"])
+    with pytest.raises(ValueError, match="no train images left"):
+        select_sources(train, exclude=["site_a", "site_b"])
+
+
+def test_exclude_sources_is_a_data_argument():
+    _, data_args, _ = parse_training_arguments(["--dataset", "d", "--output_dir", "o", "--stage", "teacher",
+                                                "--exclude_sources", "nih, kermany", "--eval_sources", "nih",
+                                                "--balancing", "source_balanced"])
+    assert data_args.exclude_source_list == ["nih", "kermany"] and data_args.eval_source_list == ["nih"]
+    assert data_args.balancing == "source_balanced"
+
+
+def test_holdout_candidates_are_sources_whose_classes_have_another_source():
+    labels = ["covid"] * 3 + ["normal"] * 4 + ["pneumonia"] * 4
+    sources = ["armiro"] * 3 + ["kermany", "nih"] * 2 + ["kermany", "kermany", "nih", "nih"]
+    assert holdout_candidates(labels, sources) == ["kermany", "nih"]
+    assert holdout_candidates(["a", "b"], ["x", "y"]) == []
+
+
+def test_present_class_macro_f1_matches_sklearn_and_ignores_absent_classes():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(1, 3, 200)  # classes 1 and 2 present, class 0 absent
+    predictions = np.where(rng.random(200) < 0.7, labels, rng.integers(0, 3, 200))  # some predict absent class 0
+    patients = np.arange(200) // 2
+    estimate, bounds = present_class_macro_f1(predictions, labels, patients, seed=0, num_resamples=500)
+    assert estimate == pytest.approx(f1_score(labels, predictions, labels=[1, 2], average="macro"))
+    assert estimate != pytest.approx(f1_score(labels, predictions, labels=[0, 1, 2], average="macro"))
+    assert bounds[0] < estimate < bounds[1] and bounds[1] - bounds[0] < 0.3
+    assert present_class_macro_f1(predictions, labels, patients, seed=0, num_resamples=500) == (estimate, bounds)
+    assert present_class_macro_f1(predictions[:8], labels[:8], patients[:8])[1] is None  # 4 patients: no CI
+
+
+def test_bad_loso_arguments_are_refused():
+    with pytest.raises(ValueError, match="max_steps"):
+        LosoArguments(max_steps=0)
+    with pytest.raises(ValueError, match="balancing"):
+        LosoArguments(balancing="by_magic")
+
+
+def test_loso_runs_end_to_end(data, tmp_path, capsys):
+    out = tmp_path / "loso"
+    argv = ["loso", "--dataset", str(data), "--output_dir", str(out), "--max_steps", "1", "--batch_size", "8",
+            "--image_size", "32", "--num_resamples", "200", "--seed", "0"]
+    assert main(argv) == 0
+    result = json.loads((out / "loso.json").read_text())
+    assert result["candidates"] == ["site_a", "site_b"]
+    assert list(result["runs"]) == ["all", "site_a", "site_b"]
+    assert result["runs"]["all"]["num_train_images"] == 48
+    assert result["runs"]["site_b"]["num_train_images"] == 24 and result["runs"]["site_b"]["excluded"] == ["site_b"]
+    assert all(run["global_step"] == 1 for run in result["runs"].values())
+    assert [row["heldout_source"] for row in result["rows"]] == ["site_a", "site_b"]
+    for row in result["rows"]:
+        assert row["num_images"] == 12 and row["classes"] == ["covid", "normal", "pneumonia"]
+        for side in ("with", "without"):
+            held_out, in_distribution = row[side]["heldout"], row[side]["in_distribution"]
+            assert held_out["num_images"] == 12 and 0 <= held_out["accuracy"] <= 1
+            assert held_out["accuracy_ci"] is not None and 0 <= held_out["macro_f1"] <= 1
+            assert in_distribution["num_images"] == (24 if side == "with" else 12)
+        # re-predicting the saved model gives what the training run itself measured on the whole split
+        assert row["with"]["in_distribution"]["accuracy"] == pytest.approx(result["runs"]["all"]["full_eval_accuracy"])
+    metrics = json.loads((out / "teacher-without-site_b" / "metrics.json").read_text())
+    assert metrics["extra"]["worst_source"]["accuracy"] == min(v["accuracy"] for v in metrics["per_source"].values())
+    table = (out / "loso.md").read_text()
+    assert "| held-out source |" in table and "| site_b | covid, normal, pneumonia | 12 (" in table
+    assert "| held-out source |" in capsys.readouterr().out
