@@ -99,8 +99,10 @@ def test_loso_runs_end_to_end(data, tmp_path, capsys):
             assert held_out["num_images"] == 12 and 0 <= held_out["accuracy"] <= 1
             assert held_out["accuracy_ci"] is not None and 0 <= held_out["macro_f1"] <= 1
             assert in_distribution["num_images"] == (24 if side == "with" else 12)
-        # re-predicting the saved model gives what the training run itself measured on the whole split
-        assert row["with"]["in_distribution"]["accuracy"] == pytest.approx(result["runs"]["all"]["full_eval_accuracy"])
+        # re-predicting the saved model (fp32) gives what the training run measured on the whole split (under bf16
+        # autocast where the CPU has it: a near-tie may flip, so one image of 24 is allowed)
+        assert row["with"]["in_distribution"]["accuracy"] == pytest.approx(
+            result["runs"]["all"]["full_eval_accuracy"], abs=1 / 24 + 1e-9)
     metrics = json.loads((out / "teacher-without-site_b" / "metrics.json").read_text())
     assert metrics["extra"]["worst_source"]["accuracy"] == min(v["accuracy"] for v in metrics["per_source"].values())
     table = (out / "loso.md").read_text()
