@@ -22,8 +22,8 @@ from .report import write_audit_report
 
 logger = logging.getLogger(__name__)
 
-NOT_COVERED = ("leave-one-source-out retraining (needs training runs); remedies (source-balanced sampling, "
-               "harmonised preprocessing) are not tried")
+NOT_COVERED = ("leave-one-source-out retraining (a separate command, `hf-deitcxr loso`: it trains); the audit does "
+               "not try remedies (`--balancing source_balanced`, harmonised preprocessing)")
 
 
 @dataclass
