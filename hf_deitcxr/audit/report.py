@@ -133,7 +133,12 @@ def plot_agreement(audit: dict[str, Any], path: Path) -> None:
     for (i, j), value in np.ndenumerate(grid):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax, label="agreement with unperturbed prediction")
-    ax.set_title("Perturbation probe")
+    _finish(plt, fig, ax, "Perturbation probe", path)
+
+
+def _finish(plt, fig, ax, title: str, path: Path) -> None:
+    """Title, tight layout, save at the report's resolution, close."""
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -154,10 +159,7 @@ def plot_source_accuracy(audit: dict[str, Any], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("accuracy (95 % patient bootstrap interval)")
-    ax.set_title("Per source and per (source, class)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, "Per source and per (source, class)", path)
 
 
 def plot_confounding(audit: dict[str, Any], path: Path) -> None:
@@ -171,10 +173,7 @@ def plot_confounding(audit: dict[str, Any], path: Path) -> None:
     ax.set_yticks(range(len(classes)), classes)
     for (i, j), value in np.ndenumerate(grid):
         ax.text(j, i, str(value), ha="center", va="center", color="black" if value < grid.max() / 2 else "white")
-    ax.set_title("Images per class and source")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _finish(plt, fig, ax, "Images per class and source", path)
 
 
 __all__ = ["AUDIT_JSON", "AUDIT_MD", "PLOTS", "audit_markdown", "shortcut_audit_section", "write_audit_report"]
