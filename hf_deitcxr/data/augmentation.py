@@ -1,5 +1,6 @@
 """Batched radiograph augmentation: the whole float batch at once, on its device (one kornia warp for crop +
-affine, kornia intensity ops)."""
+affine, kornia intensity ops), plus optional acquisition/processing changes (resampling history, blur, gamma,
+histogram-equalisation strength) that imitate other sites' pipelines rather than other poses."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from dataclasses import asdict, dataclass
 
 import kornia.augmentation as K
 import torch
-from kornia.enhance import adjust_contrast_with_mean_subtraction
+import torch.nn.functional as F
+from kornia.enhance import adjust_contrast_with_mean_subtraction, equalize
+from kornia.filters import gaussian_blur2d
 from kornia.geometry.transform import warp_affine
 from torch import nn
 
@@ -42,6 +45,16 @@ class AugmentationConfig:
     gaussian_noise_std: float = 0.02  # on the [0, 1] scale: ~5 grey levels, like quantum mottle
     gaussian_noise_p: float = 0.3
     horizontal_flip_p: float = 0.0
+    # Acquisition/processing changes, off by default (`acquisition_augmentation()` turns them on). Sizes are for
+    # the training resolution: the blur sigma is in pixels of a 224 px image and scales with the input size.
+    resample_p: float = 0.0
+    resample_scale: tuple[float, float] = (0.35, 0.8)  # down to this fraction of the side, then back up
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    gamma_p: float = 0.0
+    gamma: tuple[float, float] = (0.6, 1.6)  # drawn log-uniformly
+    equalize_p: float = 0.0
+    equalize_strength: tuple[float, float] = (0.3, 1.0)  # blend weight of the histogram-equalised image
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -56,7 +69,11 @@ class AugmentationConfig:
         crop_low, crop_high = self.random_resized_crop_scale
         if not 0.0 < crop_low <= crop_high <= 1.0:
             raise ValueError(f"random_resized_crop_scale must satisfy 0 < low <= high <= 1, got {crop_low, crop_high}")
-        for name in ("scale", "random_resized_crop_ratio"):
+        for name in ("resample_scale", "equalize_strength"):
+            low, high = getattr(self, name)
+            if not 0.0 < low <= high <= 1.0:
+                raise ValueError(f"{name} must satisfy 0 < low <= high <= 1, got {(low, high)}")
+        for name in ("scale", "random_resized_crop_ratio", "blur_sigma", "gamma"):
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
                 raise ValueError(f"{name} must satisfy 0 < low <= high, got {(low, high)}")
@@ -148,12 +165,67 @@ def _centre(height: int, width: int) -> tuple[float, float]:
     return (width - 1) / 2, (height - 1) / 2
 
 
+def acquisition_augmentation(probability: float = 0.3, **overrides) -> AugmentationConfig:
+    """The default augmentation plus every acquisition/processing change at `probability` (the shortcut remedy of
+    issue 14: intensity and resampling history vary between sites; geometry alone does not teach that)."""
+    on = {f"{name}_p": probability for name in ("resample", "blur", "gamma", "equalize")}
+    return AugmentationConfig(**{**on, **overrides})
+
+
+class RandomAcquisition(nn.Module):
+    """Resampling history -> blur -> gamma -> partial histogram equalisation, each on its own random subset of
+    the batch. Parameters come from the global torch RNG on the CPU, like the geometry's."""
+
+    def __init__(self, config: AugmentationConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        for probability, step in ((c.resample_p, self._resample), (c.blur_p, self._blur), (c.gamma_p, self._gamma),
+                                  (c.equalize_p, self._equalize)):
+            if probability > 0:
+                selected = torch.nonzero(torch.rand(images.shape[0]) < probability).flatten()
+                if len(selected):
+                    changed = step(images[selected.to(images.device)])
+                    images = images.index_copy(0, selected.to(images.device), changed)
+        return images
+
+    def _resample(self, images: torch.Tensor) -> torch.Tensor:
+        """Each image down to a random fraction of its side (area filter), then back up (bilinear)."""
+        height, width = images.shape[-2:]
+        fractions = _uniform(images.shape[0], *self.config.resample_scale)
+        out = []
+        for image, fraction in zip(images, fractions.tolist(), strict=True):
+            small = F.interpolate(image[None], size=(max(2, round(height * fraction)), max(2, round(width * fraction))),
+                                  mode="area")
+            out.append(F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False))
+        return torch.cat(out)
+
+    def _blur(self, images: torch.Tensor) -> torch.Tensor:
+        sigma = _uniform(images.shape[0], *self.config.blur_sigma) * images.shape[-1] / 224
+        radius = max(1, math.ceil(3 * float(sigma.max())))
+        sigmas = sigma.clamp(min=1e-3)[:, None].expand(-1, 2).to(device=images.device, dtype=images.dtype)
+        return gaussian_blur2d(images, (2 * radius + 1, 2 * radius + 1), sigmas)
+
+    def _gamma(self, images: torch.Tensor) -> torch.Tensor:
+        low, high = (math.log(g) for g in self.config.gamma)
+        exponent = torch.exp(_uniform(images.shape[0], low, high)).to(device=images.device, dtype=images.dtype)
+        return images.clamp(min=0.0) ** exponent[:, None, None, None]
+
+    def _equalize(self, images: torch.Tensor) -> torch.Tensor:
+        weight = _uniform(images.shape[0], *self.config.equalize_strength).to(device=images.device, dtype=images.dtype)
+        weight = weight[:, None, None, None]
+        return (1 - weight) * images + weight * equalize(images.clamp(0.0, 1.0))
+
+
 class RadiographAugmentation(nn.Module):
     """Batched augmentation of float images in [0, 1], (B, 1, H, W) or (B, 3, H, W), on any device.
 
-    Order: geometry (random resized crop + affine, one warp) -> horizontal flip -> brightness -> contrast ->
-    Gaussian noise (kornia), then a clamp to [0, 1]. Identity when `config.enabled` is false or the module is
-    in eval mode. Randomness comes from the global torch RNG (so `torch.manual_seed` makes it reproducible);
+    Order: geometry (random resized crop + affine, one warp) -> horizontal flip -> acquisition changes (if on) ->
+    brightness -> contrast -> Gaussian noise (kornia), then a clamp to [0, 1]. Identity when `config.enabled` is
+    false or the module is in eval mode. Randomness comes from the global torch RNG (so `torch.manual_seed` makes it
+    reproducible);
     `forward(images, seed=...)` draws from a private RNG state instead, leaving the global one untouched.
     """
 
@@ -163,6 +235,7 @@ class RadiographAugmentation(nn.Module):
         c = self.config
         self.geometry = RandomRadiographGeometry(c)
         self.flip = K.RandomHorizontalFlip(p=c.horizontal_flip_p)
+        self.acquisition = RandomAcquisition(c)
         self.intensity = nn.ModuleList([
             K.RandomBrightness(brightness=(1 - c.brightness, 1 + c.brightness), p=c.brightness_p),
             _ContrastAboutMean(contrast=(1 - c.contrast, 1 + c.contrast), p=c.contrast_p),
@@ -188,6 +261,7 @@ class RadiographAugmentation(nn.Module):
             images = self.geometry(images)
         if c.horizontal_flip_p > 0:
             images = self.flip(images)
+        images = self.acquisition(images)  # draws nothing from the RNG when every acquisition probability is 0
         probabilities = (c.brightness_p, c.contrast_p, c.gaussian_noise_p)
         for step, probability in zip(self.intensity, probabilities, strict=True):
             if probability > 0:
@@ -196,4 +270,7 @@ class RadiographAugmentation(nn.Module):
         return images.clamp(0.0, 1.0)
 
 
-__all__ = ["AugmentationConfig", "RadiographAugmentation", "RandomRadiographGeometry"]
+__all__ = [
+    "AugmentationConfig", "RadiographAugmentation", "RandomAcquisition", "RandomRadiographGeometry",
+    "acquisition_augmentation",
+]

@@ -107,6 +107,11 @@ class DataArguments:
         metadata={"help": "Comma-separated sources to keep in the evaluation split (default: all of them)"},
     )
     augment: bool = field(default=True, metadata={"help": "Random radiograph augmentation while training"})
+    acquisition_augment: bool = field(
+        default=False,
+        metadata={"help": "Also vary the acquisition/processing (resampling history, blur, gamma, histogram "
+                  "equalisation strength), each with probability 0.3: a shortcut remedy (docs/RESULTS.md)"},
+    )
     teacher_logit_cache: bool = field(
         default=False,
         metadata={"help": "Precompute teacher logits once (only allowed with --augment false)"},

@@ -13,7 +13,7 @@ import torch
 from transformers import TrainingArguments
 
 from ..data import ensure_no_leakage, load_radiograph_dataset, patient_subset, validate_dataset
-from ..data.augmentation import AugmentationConfig, RadiographAugmentation
+from ..data.augmentation import AugmentationConfig, RadiographAugmentation, acquisition_augmentation
 from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
 from ..data.image_cache import CachedImageDataset
@@ -62,7 +62,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     cache_dir = data_args.pixel_cache_dir
     train_data = CachedImageDataset.from_hf_dataset(train_split, size=model_args.image_size, cache_dir=cache_dir)
     eval_data = CachedImageDataset.from_hf_dataset(eval_split, size=model_args.image_size, cache_dir=cache_dir)
-    augmentation = RadiographAugmentation(AugmentationConfig()) if data_args.augment else None
+    config = acquisition_augmentation() if data_args.acquisition_augment else AugmentationConfig()
+    augmentation = RadiographAugmentation(config) if data_args.augment else None
     collator_kwargs = dict(
         size=model_args.image_size, mean=student_spec.mean, std=student_spec.std,
         num_channels=model_args.num_channels,

@@ -2,9 +2,15 @@
 
 import pytest
 import torch
+from kornia.enhance import equalize
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from hf_deitcxr.data.augmentation import AugmentationConfig, RadiographAugmentation
+from hf_deitcxr.data.augmentation import (
+    AugmentationConfig,
+    RadiographAugmentation,
+    RandomAcquisition,
+    acquisition_augmentation,
+)
 from hf_deitcxr.data.image_cache import preload_images
 from tests.helpers.images import radiograph_like
 
@@ -104,3 +110,48 @@ def test_augmentation_identity_when_disabled_or_eval():
         AugmentationConfig(affine_p=1.5)
     with pytest.raises(ValueError, match="float images"):
         RadiographAugmentation()(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+
+
+# --- acquisition/processing changes (issue 14's remedy; off by default) -----------------------------------------
+
+
+def _high_frequency(images: torch.Tensor) -> float:
+    return float((images[..., 1:, :] - images[..., :-1, :]).abs().mean())
+
+
+def test_acquisition_changes_are_off_by_default_and_draw_nothing():
+    images = float_batch(size=64)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    out = RandomAcquisition(AugmentationConfig())(images)
+    assert out is images and torch.equal(torch.get_rng_state(), state)  # so default runs keep their RNG stream
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check"),
+    [
+        ({"gamma_p": 1.0, "gamma": (1.5, 1.5)}, lambda x, y: torch.allclose(y, x**1.5, atol=1e-6)),
+        ({"equalize_p": 1.0, "equalize_strength": (1.0, 1.0)}, lambda x, y: torch.allclose(y, equalize(x), atol=1e-6)),
+        ({"blur_p": 1.0, "blur_sigma": (5.0, 5.0)}, lambda x, y: _high_frequency(y) < 0.7 * _high_frequency(x)),
+        ({"resample_p": 1.0, "resample_scale": (0.4, 0.4)}, lambda x, y: _high_frequency(y) < 0.7 * _high_frequency(x)),
+    ],
+)
+def test_each_acquisition_change_does_what_it_says(overrides, check):
+    images = float_batch(size=64)
+    out = RandomAcquisition(AugmentationConfig(**overrides))(images)
+    assert out.shape == images.shape and check(images, out)
+
+
+def test_acquisition_augmentation_is_seeded_and_stays_in_range():
+    augment = RadiographAugmentation(acquisition_augmentation(probability=1.0)).train()
+    images = float_batch(8, size=64)
+    first, second = augment(images, seed=3), augment(images, seed=3)
+    assert torch.equal(first, second) and not torch.equal(first, augment(images, seed=4))
+    assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+
+
+@pytest.mark.parametrize("overrides", [{"resample_scale": (0.5, 1.2)}, {"gamma": (0.0, 1.0)},
+                                       {"equalize_strength": (0.8, 0.2)}, {"blur_p": 1.5}])
+def test_bad_acquisition_settings_are_refused(overrides):
+    with pytest.raises(ValueError):
+        AugmentationConfig(**overrides)
