@@ -40,6 +40,7 @@ except ImportError:  # a repository checkout where the package is not installed:
 
 from hf_deitcxr.data.dicom import UnreadableImageError  # noqa: E402
 from hf_deitcxr.serving import ChestXrayPredictor, ChestXrayResult, NotARadiographError  # noqa: E402
+from hf_deitcxr.serving.memory import release_memory  # noqa: E402
 from hf_deitcxr.serving.safe_text import html_text, log_name, markdown_literal, shorten, user_message  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -143,8 +144,6 @@ def run_prediction(predictor: ChestXrayPredictor, path: str | None):
         raise gr.Error("Something went wrong while processing this file; it has been logged. Please try another "
                        "file.", title="Server error", print_exception=False) from err
     finally:  # the decoded upload's freed heap back to the OS, or the process stays at its largest request's peak
-        from hf_deitcxr.serving.memory import release_memory
-
         release_memory(sys.exc_info()[1])  # a refusal's traceback still holds the decoded image: cleared first
     teacher = result.teacher.probabilities if result.teacher is not None else None
     return result.student.probabilities, result.overlay, teacher, status_markdown(result)
