@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from transformers import AutoModelForImageClassification, ViTConfig
 
 from hf_deitcxr.mammo import MultiViewMammoConfig, MultiViewMammoForExamClassification
+from hf_deitcxr.mammo.builders import make_mammo_processor
 
 # The mammography label order of every mammography test.
 LABELS = ["benign", "malignant"]
@@ -35,3 +38,11 @@ def multiview_model(**overrides) -> MultiViewMammoForExamClassification:
     config = MultiViewMammoConfig(encoder=tiny_vit_config(), num_global_layers=2, id2label=dict(enumerate(LABELS)),
                                   label2id={n: i for i, n in enumerate(LABELS)}, **overrides)
     return MultiViewMammoForExamClassification(config).eval()
+
+
+def save_with_processors(models: dict, root: Path, size: int) -> dict[str, Path]:
+    """Save each model, with the mammography processor for `size`, to root/<name>; returns the folders."""
+    for name, model in models.items():
+        model.save_pretrained(root / name)
+        make_mammo_processor(None, size).save_pretrained(root / name)
+    return {name: root / name for name in models}

@@ -12,10 +12,16 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification
 
-from hf_deitcxr.mammo.builders import build_single_view_model, make_mammo_processor
+from hf_deitcxr.mammo.builders import build_single_view_model
 from hf_deitcxr.mammo.inference import MammoPredictor
 from hf_deitcxr.mammo.synthetic import SyntheticMammoConfig, write_synthetic_mammo
-from tests.helpers.mammo_models import LABELS, multiview_model, save_standin, tiny_vit_config
+from tests.helpers.mammo_models import (
+    LABELS,
+    multiview_model,
+    save_standin,
+    save_with_processors,
+    tiny_vit_config,
+)
 
 SIZE = 32  # the models' input size; the exam is written at 48 px, so the predictor has to resize
 SLOTS = ("L-CC", "L-MLO", "R-CC", "R-MLO")
@@ -35,10 +41,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
         single.config.mammography = {"orientation": "laterality", "exam_aggregation": aggregation}
         folders[f"single_{aggregation}"] = single
     folders["multi_view"] = multiview_model()
-    for name, model in folders.items():
-        model.save_pretrained(root / name)
-        make_mammo_processor(None, SIZE).save_pretrained(root / name)
-    return {name: root / name for name in folders}
+    return save_with_processors(folders, root, SIZE)
 
 
 @pytest.fixture(scope="module")

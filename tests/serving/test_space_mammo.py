@@ -13,10 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_deitcxr.mammo.builders import build_single_view_model, make_mammo_processor
+from hf_deitcxr.mammo.builders import build_single_view_model
 from hf_deitcxr.mammo.synthetic import SyntheticMammoConfig, write_synthetic_mammo
 from tests.helpers.dicom_files import write_dicom
-from tests.helpers.mammo_models import LABELS, multiview_model, save_standin, tiny_vit_config
+from tests.helpers.mammo_models import (
+    LABELS,
+    multiview_model,
+    save_standin,
+    save_with_processors,
+    tiny_vit_config,
+)
 from tests.helpers.serving_models import colour_shapes, save_tiny_models
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -42,10 +48,7 @@ def save_tiny_mammo_models(root: Path) -> dict[str, Path]:
     single = build_single_view_model(str(root / "standin"), LABELS, SIZE)
     single.config.mammography = {"orientation": "laterality", "exam_aggregation": "max"}
     models = {"single_view": single, "multi_view": multiview_model()}
-    for name, model in models.items():
-        model.save_pretrained(root / name)
-        make_mammo_processor(None, SIZE).save_pretrained(root / name)
-    return {name: root / name for name in models}
+    return save_with_processors(models, root, SIZE)
 
 
 @pytest.fixture(scope="module")
