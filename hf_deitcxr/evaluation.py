@@ -48,7 +48,7 @@ def evaluate_model(
     if split not in datasets:
         raise ValueError(f"split {split!r} not in {dataset}; available: {list(datasets)}")
     spec = InputSpec.from_processor(processor, model.config.num_channels)
-    data = CachedImageDataset.from_hf_dataset(datasets[split], size=spec.size)
+    data = CachedImageDataset.from_hf_dataset(datasets[split], size=spec.size, preprocessing=spec.preprocessing)
     collator = RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
     probabilities = predict_probabilities(model, data, collator, batch_size)
     target = Path(output_dir) if output_dir else Path(model_path) / f"eval-{split}"

@@ -155,7 +155,8 @@ def method(config: dict, model_args: dict, data_args: dict | None = None, state:
     lines = [f"- Stage `{stage}`; initialised from "
              + (f"`{display_name(init)}`." if init else "random weights (trained from scratch)."),
              f"- Input {config.get('image_size')} × {config.get('image_size')} px, {config.get('num_channels', 3)} "
-             "channel(s) (greyscale radiographs; 3 channels = grey replicated, ImageNet normalisation)."]
+             "channel(s) (greyscale radiographs; 3 channels = grey replicated, ImageNet normalisation).",
+             preprocessing_line(model_args)]
     if config.get("model_type") == "deit_cxr":
         teacher = teacher_repo_id or display_name(config.get("teacher_name_or_path"))
         if config.get("distillation_type") == "none" or not teacher:
@@ -177,8 +178,26 @@ def method(config: dict, model_args: dict, data_args: dict | None = None, state:
                      + (f", {extra['train_runtime_s']:.0f} s" if extra.get("train_runtime_s") else "") + ".")
     if data_args:
         lines.append(f"- Class balancing `{data_args.get('balancing')}`; augmentation "
-                     f"{'on (rotation, translation, scaling, crop, brightness/contrast, noise; no flip)' if data_args.get('augment') else 'off'}.")  # noqa: E501
+                     f"{'on (rotation, translation, scaling, crop, brightness/contrast, noise; no flip)' if data_args.get('augment') else 'off'}"  # noqa: E501
+                     + ("; acquisition/processing augmentation on (resampling, blur, gamma, equalisation strength)"
+                        if data_args.get("augment") and data_args.get("acquisition_augment") else "") + ".")
     return "\n".join(lines)
+
+
+def preprocessing_line(model_args: dict) -> str:
+    """How the saved image processor prepares the grey image, and whether it is a stock one."""
+    steps = []
+    if model_args.get("remove_border"):
+        steps.append("uniform border bands removed")
+    normalization = model_args.get("intensity_normalization") or "none"
+    if normalization != "none":
+        steps.append({"equalize": "histogram equalisation", "clahe": "CLAHE"}.get(normalization, normalization)
+                     + " at the input size")
+    if not steps:
+        return "- Preprocessing: grey image resized (bicubic, no crop); a stock DeiT image processor."
+    return (f"- Preprocessing: {', '.join(steps)}, saved in `preprocessor_config.json` (a non-stock "
+            "`RadiographImageProcessor`: load it with `trust_remote_code=True` or after `import hf_deitcxr`, which "
+            "`pipeline` and `AutoImageProcessor` then apply for you).")
 
 
 def teacher_description(teacher_path: str | None, shown: str) -> str:

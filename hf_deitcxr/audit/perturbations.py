@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-import kornia
 import numpy as np
-import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+
+# CLAHE as many PACS viewers and exporters apply it: the image processor's own (kornia) implementation, so the probe
+# and the `clahe` intensity normalisation remedy are the same operation.
+from ..models.deit_cxr.image_processing_deit_cxr import clahe
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,6 @@ def _pil(function: Callable[[Image.Image], Image.Image]) -> Callable[[np.ndarray
 
 def equalise(image: Image.Image) -> Image.Image:
     return ImageOps.equalize(image)
-
-
-def clahe(grey: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalisation (kornia), as many PACS viewers and exporters apply."""
-    tensor = torch.from_numpy(grey).float().div(255.0)[None, None]
-    out = kornia.enhance.equalize_clahe(tensor, clip_limit=clip_limit, grid_size=(grid, grid))
-    return out[0, 0].mul(255.0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def gamma(grey: np.ndarray, value: float) -> np.ndarray:

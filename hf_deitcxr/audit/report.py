@@ -32,7 +32,7 @@ def audit_markdown(audit: dict[str, Any]) -> str:
     """The full report: flags, confounding table, per-source metrics, perturbation agreement, source probe."""
     lines = [f"# Shortcut audit: `{Path(audit['model']).name}` on the {audit['split']} split",
              "", f"{audit['num_images']} images, seed {audit['seed']}, images perturbed at {audit['image_size']} px "
-             "8-bit grey, then the model's own image processor.", "", "## Flags", ""]
+             f"8-bit grey, then the model's own image processor ({preprocessing_text(audit)}).", "", "## Flags", ""]
     lines += [f"- {flag}" for flag in audit["flags"]] or ["- none"]
     lines += ["", "## Class x source counts", "", confounding_markdown(audit["confounding"]), "",
               "## Metrics per source and per (source, class), patient-clustered bootstrap 95 % intervals", "",
@@ -94,6 +94,17 @@ def probe_markdown(audit: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def preprocessing_text(audit: dict[str, Any]) -> str:
+    """The model's grey preprocessing in words (audits written before the option have none recorded)."""
+    preprocessing = audit.get("preprocessing") or {}
+    steps = []
+    if preprocessing.get("remove_border"):
+        steps.append("border removal")
+    if preprocessing.get("intensity_normalization", "none") != "none":
+        steps.append(f"intensity normalisation `{preprocessing['intensity_normalization']}`")
+    return ", ".join(steps) if steps else "resize only (stock)"
+
+
 def shortcut_audit_section(audit: dict[str, Any]) -> str:
     """The model card's short 'Shortcut audit' section, from an audit.json."""
     probe = audit["source_probe"]
@@ -101,7 +112,8 @@ def shortcut_audit_section(audit: dict[str, Any]) -> str:
     flagged = sorted({name for name, result in audit["perturbations"].items()
                       for source, row in result["per_source"].items() if row["flagged"] and source != "all"})
     lines = ["## Shortcut audit", "",
-             f"On the {audit['split']} split ({audit['num_images']} images; details in `audit.md`):"]
+             f"On the {audit['split']} split ({audit['num_images']} images; model preprocessing: "
+             f"{preprocessing_text(audit)}; details in `audit.md`):"]
     lines += [f"- **Confounding:** {w}." for w in audit["confounding"]["warnings"]]
     lines.append(f"- **Source probe:** the image source is predicted from the model's features with "
                  f"cross-validated AUC {auc} (patient-grouped folds).")

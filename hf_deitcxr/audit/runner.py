@@ -14,6 +14,7 @@ import torch
 from ..data import load_radiograph_dataset
 from ..data.image_cache import CachedImageDataset
 from ..metrics.intervals import DEFAULT_NUM_RESAMPLES, bootstrap_intervals
+from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing
 from .inference import embedding_kind, load_classifier, predict_grey
 from .measures import AGREEMENT_THRESHOLD, agreement_by_source, group_metrics
 from .perturbations import Perturbation, default_perturbations
@@ -100,6 +101,7 @@ def run_audit(
         "model": str(model_path), "model_type": str(model.config.model_type), "dataset": str(dataset),
         "split": split, "seed": int(seed), "image_size": int(image_size), "num_images": int(len(labels)),
         "label_names": list(label_names), "agreement_threshold": float(agreement_threshold),
+        "preprocessing": GreyPreprocessing.from_processor(processor).to_dict(),
         "embedding": {"dim": int(clean.embeddings.shape[1]), "kind": embedding_kind(model)},
         "overall": overall, "groups": groups, "perturbations": perturbation_results,
         "source_probe": probe, "within_class_source_probes": within, "confounding": confounding,

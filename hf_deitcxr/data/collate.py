@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing
 from .image_cache import load_grey_resized
 
 
@@ -89,14 +90,16 @@ def eval_transform_for_pil(
     mean: Sequence[float],
     std: Sequence[float],
     num_channels: int = 3,
+    preprocessing: GreyPreprocessing | None = None,
 ) -> torch.Tensor:
     """One PIL image -> float32 (1, num_channels, size, size), a batch of one for `model(pixel_values=...)`.
 
-    Grey conversion, PIL bicubic resize to size x size (no crop), rescale and normalisation: the evaluation
-    collator's numerics for images cached at `size`, and the saved image processor's.
+    Grey conversion, `preprocessing` (PIL bicubic resize to size x size without crop, and any border removal /
+    intensity normalisation), rescale and normalisation: the evaluation collator's numerics for images cached at
+    `size` with that preprocessing, and the saved image processor's.
     """
     mean_t, std_t = _normalisation_tensors(mean, std, num_channels)
-    pixels = torch.from_numpy(load_grey_resized(image, size))[None, None]
+    pixels = torch.from_numpy(load_grey_resized(image, size, preprocessing))[None, None]
     return _normalise(pixels.to(torch.float32).div_(255.0), mean_t, std_t)
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models.deit_cxr.image_processing_deit_cxr import to_grey_array
+from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing, to_grey_array
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +37,19 @@ _CACHE_FORMAT_VERSION = 1
 
 
 
-def load_grey_resized(image: Image.Image | str | os.PathLike | Mapping[str, Any], size: int) -> np.ndarray:
-    """One image -> uint8 (size, size) grey array: greyscale first, then a PIL bicubic resize without crop.
+def load_grey_resized(image: Image.Image | str | os.PathLike | Mapping[str, Any], size: int,
+                      preprocessing: GreyPreprocessing | None = None) -> np.ndarray:
+    """One image -> uint8 (size, size) grey array: greyscale first, then `preprocessing.apply` (a PIL bicubic resize
+    without crop, plus border removal / intensity normalisation when it asks for them).
 
     Accepts a PIL image, a file path or a `datasets` undecoded image dict (`{"bytes", "path"}`). 16-bit images are
     mapped to 8 bits by their bit depth (floats by their min-max) exactly as the saved image processor and the
     Space do (`to_grey_array`).
     """
     with _open_image(image) as opened:
-        grey = Image.fromarray(to_grey_array(opened)[0])
-    if grey.size != (size, size):
-        grey = grey.resize((size, size), Image.Resampling.BICUBIC)
-    return np.array(grey)  # a writable copy: torch.from_numpy warns on PIL's read-only buffer
+        grey = to_grey_array(opened)[0]
+    # np.array: a writable copy (torch.from_numpy warns on PIL's read-only buffer)
+    return np.array((preprocessing or GreyPreprocessing()).apply(grey, size))
 
 
 def preload_images(
@@ -57,6 +58,7 @@ def preload_images(
     num_workers: int | None = None,
     chunk_size: int = 256,
     length: int | None = None,
+    preprocessing: GreyPreprocessing | None = None,
 ) -> torch.Tensor:
     """Decode every image once -> uint8 tensor (N, 1, size, size).
 
@@ -76,7 +78,7 @@ def preload_images(
     pixels = torch.empty((length, 1, size, size), dtype=torch.uint8) if length is not None else None
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for chunk in _chunks(iter(images), chunk_size):
-            decoded = np.stack(list(pool.map(lambda image: load_grey_resized(image, size), chunk)))
+            decoded = np.stack(list(pool.map(lambda image: load_grey_resized(image, size, preprocessing), chunk)))
             if pixels is None:
                 chunks.append(decoded)
             elif filled + len(decoded) > length:
@@ -166,12 +168,14 @@ class CachedImageDataset(torch.utils.data.Dataset):
         extra_columns: Sequence[str] | None = None,
         num_workers: int | None = None,
         cache_dir: str | os.PathLike | None = None,
+        preprocessing: GreyPreprocessing | None = None,
     ) -> CachedImageDataset:
-        """Decode a `datasets.Dataset` once. `extra_columns` default: those of `source`/`patient_id` present.
+        """Decode a `datasets.Dataset` once (each image through `preprocessing`, see `load_grey_resized`).
+        `extra_columns` default: those of `source`/`patient_id` present.
 
         With `cache_dir`, the decoded pixels are saved there keyed by the data set's fingerprint (which
-        `datasets` derives from its data files and every transform applied), the image column and the size, so
-        a second run with the same data loads them instead of decoding.
+        `datasets` derives from its data files and every transform applied), the image column, the size and the
+        preprocessing, so a second run with the same data loads them instead of decoding.
         """
         for column in (image_column, label_column):
             if column not in ds.column_names:
@@ -184,11 +188,12 @@ class CachedImageDataset(torch.utils.data.Dataset):
             raise ValueError(f"column {label_column!r} must hold integer class indices (a ClassLabel feature)")
         extras = {name: plain[name][:] for name in extra_columns}
 
-        cache_file = _cache_file(ds, image_column, size, cache_dir) if cache_dir is not None else None
+        preprocessing = preprocessing or GreyPreprocessing()
+        cache_file = _cache_file(ds, image_column, size, cache_dir, preprocessing) if cache_dir is not None else None
         pixels = _load_cached_pixels(cache_file, len(ds), size)
         if pixels is None:
             images = _undecoded_images(ds, image_column)
-            pixels = preload_images(images, size, num_workers=num_workers, length=len(ds))
+            pixels = preload_images(images, size, num_workers=num_workers, length=len(ds), preprocessing=preprocessing)
             if cache_file is not None:
                 _save_cached_pixels(cache_file, pixels)
         label_names = getattr(ds.features[label_column], "names", None)
@@ -206,11 +211,14 @@ def _undecoded_images(ds, image_column: str) -> Iterator[Any]:
         yield from batch[image_column]
 
 
-def _cache_file(ds, image_column: str, size: int, cache_dir: str | os.PathLike) -> Path:
+def _cache_file(ds, image_column: str, size: int, cache_dir: str | os.PathLike,
+                preprocessing: GreyPreprocessing) -> Path:
     fingerprint = getattr(ds, "_fingerprint", None)
     if not fingerprint:
         raise ValueError("this dataset has no fingerprint to key a pixel cache with; pass cache_dir=None")
     key = f"v{_CACHE_FORMAT_VERSION}|{fingerprint}|{image_column}|{len(ds)}|{size}"
+    if not preprocessing.is_stock:  # stock keys unchanged, so caches written before the option stay valid
+        key += f"|{preprocessing.intensity_normalization}|border={preprocessing.remove_border}"
     return Path(cache_dir) / f"pixels-{hashlib.sha256(key.encode()).hexdigest()[:20]}-{size}px.pt"
 
 

@@ -4,29 +4,35 @@ convention that training, evaluation, serving and mammography all follow."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How a model wants its pixels: normalised with mean/std, with `num_channels` channels, size x size."""
+    """How a model wants its pixels: the grey image prepared by `preprocessing` (border removal, intensity
+    normalisation) at size x size, normalised with mean/std, with `num_channels` channels."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_channels: int
     size: int
+    preprocessing: GreyPreprocessing = field(default_factory=GreyPreprocessing)
 
     @classmethod
-    def create(cls, mean: Sequence[float], std: Sequence[float], num_channels: int, size: int) -> InputSpec:
+    def create(cls, mean: Sequence[float], std: Sequence[float], num_channels: int, size: int,
+               preprocessing: GreyPreprocessing | None = None) -> InputSpec:
         if len(mean) != len(std) or len(mean) not in (1, num_channels):
             raise ValueError(f"mean/std of length {len(mean)}/{len(std)} do not fit {num_channels} channels")
-        return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std), num_channels, int(size))
+        return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std), num_channels, int(size),
+                   preprocessing or GreyPreprocessing())
 
     @classmethod
     def from_processor(cls, processor, num_channels: int) -> InputSpec:
         """The spec of a model fed by `processor` (a transformers image processor) with `num_channels` channels."""
         mean, std, size = normalization_from_image_processor(processor)
-        return cls.create(mean, std, num_channels, size)
+        return cls.create(mean, std, num_channels, size, GreyPreprocessing.from_processor(processor))
 
 
 def normalization_from_image_processor(processor) -> tuple[tuple[float, ...], tuple[float, ...], int]:

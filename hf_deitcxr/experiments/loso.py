@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics.intervals import DEFAULT_CONFIDENCE, DEFAULT_NUM_RESAMPLES, bootstrap_intervals, format_interval
+from ..models.deit_cxr.image_processing_deit_cxr import INTENSITY_NORMALIZATIONS
 from ..training.arguments import BALANCING, configure_logging
 from .recipe import CPU_RECIPE, stage_arguments
 
@@ -54,6 +55,12 @@ class LosoArguments:
     eval_split: str = field(default="validation")
     num_resamples: int = field(default=DEFAULT_NUM_RESAMPLES, metadata={"help": "Bootstrap replicates"})
     pixel_cache_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/pixel_cache"})
+    intensity_normalization: str = field(default=CPU_RECIPE.intensity_normalization, metadata={
+        "help": "Grey intensity normalisation of every run (a shortcut remedy)",
+        "choices": list(INTENSITY_NORMALIZATIONS)})
+    remove_border: bool = field(default=CPU_RECIPE.remove_border, metadata={"help": "Border removal in every run"})
+    acquisition_augment: bool = field(default=CPU_RECIPE.acquisition_augment, metadata={
+        "help": "Acquisition/processing augmentation in every run"})
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
@@ -106,7 +113,9 @@ def run_loso(args: LosoArguments) -> dict[str, Any]:
         raise ValueError(f"held-out source(s) {missing} have no {args.eval_split} images to test on")
 
     recipe = CPU_RECIPE.with_overrides(image_size=args.image_size, balancing=args.balancing,
-                                       teacher_batch_size=args.batch_size)
+                                       teacher_batch_size=args.batch_size,
+                                       intensity_normalization=args.intensity_normalization,
+                                       remove_border=args.remove_border, acquisition_augment=args.acquisition_augment)
     runs: dict[str, dict[str, Any]] = {}
     for run_name in [ALL_SOURCES, *holdouts]:
         run_dir = root / (f"teacher-{ALL_SOURCES}" if run_name == ALL_SOURCES else f"teacher-without-{run_name}")
@@ -130,7 +139,7 @@ def run_loso(args: LosoArguments) -> dict[str, Any]:
               flush=True)
 
     evaluation = _load_eval_split(datasets[args.eval_split], args.image_size, cache)
-    probabilities = {name: _predict(Path(run["dir"]), evaluation) for name, run in runs.items()}
+    probabilities = {name: _predict(Path(run["dir"]), datasets[args.eval_split], cache) for name, run in runs.items()}
     labels, sources, patients = evaluation.labels.numpy(), np.asarray(evaluation.extras["source"]), \
         np.asarray(evaluation.extras["patient_id"])
     options = dict(label_names=names, seed=args.seed, num_resamples=args.num_resamples)
@@ -213,15 +222,18 @@ def _load_eval_split(split, image_size: int, cache: str):
     return CachedImageDataset.from_hf_dataset(split, size=image_size, cache_dir=cache)
 
 
-def _predict(model_dir: Path, data) -> np.ndarray:
+def _predict(model_dir: Path, split, cache: str) -> np.ndarray:
+    """The saved model's probabilities on `split`, prepared as its own image processor says."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     from ..data.collate import RadiographCollator
+    from ..data.image_cache import CachedImageDataset
     from ..data.input_spec import InputSpec
     from ..evaluation import predict_probabilities
 
     model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
     spec = InputSpec.from_processor(AutoImageProcessor.from_pretrained(model_dir), model.config.num_channels)
+    data = CachedImageDataset.from_hf_dataset(split, size=spec.size, cache_dir=cache, preprocessing=spec.preprocessing)
     collator = RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
     return predict_probabilities(model, data, collator, batch_size=64)
 
@@ -230,7 +242,9 @@ def loso_markdown(result: dict[str, Any]) -> str:
     args = result["arguments"]
     lines = [
         f"Leave-one-source-out, DenseNet teacher from scratch, {args['max_steps']} steps of {args['batch_size']} at "
-        f"{args['image_size']} px, balancing `{args['balancing']}`, seed {args['seed']}; evaluated on the "
+        f"{args['image_size']} px, balancing `{args['balancing']}`, intensity normalisation "
+        f"`{args.get('intensity_normalization', 'none')}`, border removal {args.get('remove_border', False)}, "
+        f"acquisition augmentation {args.get('acquisition_augment', False)}, seed {args['seed']}; evaluated on the "
         f"`{args['eval_split']}` split. Accuracy: value (95 % patient-bootstrap interval, {args['num_resamples']} "
         "resamples); macro-F1 over the classes present in the evaluated images. In-distribution: the run with every "
         "source on all evaluation images; the run without the source on the images of the sources it was trained on.",

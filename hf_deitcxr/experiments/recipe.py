@@ -40,6 +40,11 @@ class Recipe:
     augment: bool = False  # the student's; also lets a distillation run cache the teacher's logits once
     teacher_batch_size: int = 32
     teacher_augment: bool = True  # the CNN teacher is trained with augmentation, as before the tuning
+    # Shortcut remedies (docs/RESULTS.md "Source-robust recipe"): the grey preprocessing saved in both stages' image
+    # processors (a student must share its teacher's), and acquisition augmentation wherever a stage augments.
+    intensity_normalization: str = "none"
+    remove_border: bool = False
+    acquisition_augment: bool = False
 
     def batch_size_for(self, stage: str) -> int:
         return self.teacher_batch_size if stage == "teacher" else self.batch_size
@@ -93,10 +98,12 @@ def stage_arguments(
         distillation_type=recipe.distillation_type, distillation_alpha=recipe.distillation_alpha,
         distillation_tau=recipe.distillation_tau, drop_path_rate=recipe.drop_path_rate,
         teacher_name_or_path=str(teacher_dir) if stage == "distill" and teacher_dir else None,
+        intensity_normalization=recipe.intensity_normalization, remove_border=recipe.remove_border,
     )
     augment, batch_size = recipe.augment_for(stage), recipe.batch_size_for(stage)
     data_args = DataArguments(dataset=dataset, train_subset=train_subset, subset_seed=subset_seed,
                               balancing=recipe.balancing, augment=augment, pixel_cache_dir=pixel_cache_dir,
+                              acquisition_augment=recipe.acquisition_augment and augment,
                               teacher_logit_cache=stage == "distill" and not augment, resume=False)
     budget = {"num_train_epochs": epochs} if epochs is not None else {"max_steps": math.ceil(images_seen / batch_size)}
     on_gpu = torch.cuda.is_available()

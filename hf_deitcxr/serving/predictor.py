@@ -32,7 +32,7 @@ from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from ..data.input_spec import normalization_from_image_processor
-from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
+from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing, crop_uniform_border, make_image_processor
 from .decode import DecodedUpload, decode_upload
 from .explain import attention_rollout, class_activation_map, overlay
 from .fast_deit import FusedDeiT
@@ -99,11 +99,13 @@ class RadiographClassifier:
         precision: str = "auto",
         explain: bool = True,
         fused: bool = True,
+        preprocessing: GreyPreprocessing | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = model.eval()
         self.size = size
+        self.preprocessing = preprocessing or GreyPreprocessing()
         self.num_channels = int(getattr(model.config, "num_channels", 3))
         if len(mean) not in (1, self.num_channels) or len(std) != len(mean):
             raise ValueError(f"mean/std {mean}/{std} do not fit a model with {self.num_channels} input channels")
@@ -144,15 +146,25 @@ class RadiographClassifier:
         except OSError:  # a folder without preprocessor_config.json: our default convention for its size
             processor = make_image_processor(int(getattr(config, "image_size", 224)), config.num_channels)
         mean, std, size = normalization_from_image_processor(processor)
-        return cls(model, mean, std, size, precision=precision, explain=explain, fused=fused)
+        return cls(model, mean, std, size, precision=precision, explain=explain, fused=fused,
+                   preprocessing=GreyPreprocessing.from_processor(processor))
 
     def resize(self, grey: Image.Image) -> Image.Image:
-        """Grey image -> model size, bicubic and without crop, as the saved image processor does."""
+        """Grey image -> model size, bicubic and without crop, with the saved image processor's border removal and
+        intensity normalisation if it has them (`GreyPreprocessing.apply`, as training's image cache)."""
         if grey.mode != "L":
             grey = grey.convert("L")
+        if not self.preprocessing.is_stock:
+            return Image.fromarray(self.preprocessing.apply(np.asarray(grey), self.size))
         if grey.size == (self.size, self.size):
             return grey
         return grey.resize((self.size, self.size), Image.Resampling.BICUBIC)
+
+    def model_view(self, grey: Image.Image) -> Image.Image:
+        """The part of `grey` the model sees (without the border it removes, if it does), to lay a heatmap over."""
+        if not self.preprocessing.remove_border:
+            return grey
+        return Image.fromarray(crop_uniform_border(np.asarray(grey.convert("L"))))
 
     def _fill_pixels(self, resized: Image.Image) -> torch.Tensor:
         grey = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8).view(1, self.size, self.size)
@@ -252,10 +264,12 @@ class ChestXrayPredictor:
         if self.check is not None:
             resized = resize_for_statistics(upload.grey)
             statistics = self.check.check(upload, resized)
-        student_input = resized if resized is not None and resized.size == (self.student.size,) * 2 else upload.grey
-        student = self.student.predict(student_input, heatmap=heatmap)
+        # the check's thumbnail is the student's input when it has the size and the model resizes only (a border must
+        # be removed at the image's own resolution, as the saved processor does)
+        reuse = resized is not None and resized.size == (self.student.size,) * 2 and self.student.preprocessing.is_stock
+        student = self.student.predict(resized if reuse else upload.grey, heatmap=heatmap)
         teacher = self.teacher.predict(upload.grey, heatmap=False) if self.teacher is not None else None
-        image = overlay(upload.grey, student.heatmap) if student.heatmap is not None else None
+        image = overlay(self.student.model_view(upload.grey), student.heatmap) if student.heatmap is not None else None
         return ChestXrayResult(student, teacher, image, statistics, upload)
 
 

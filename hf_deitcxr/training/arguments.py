@@ -11,6 +11,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..models.deit_cxr.image_processing_deit_cxr import INTENSITY_NORMALIZATIONS, GreyPreprocessing
+
 STAGES = ("teacher", "distill", "baseline")
 TASKS = ("cxr", "mammo")  # mammo has its own arguments: hf_deitcxr.mammo.arguments
 BALANCING = ("none", "weighted_sampler", "class_weighted_loss", "oversample", "source_balanced")
@@ -60,6 +62,18 @@ class ModelArguments:
     drop_path_rate: float = field(default=0.1, metadata={"help": "Stochastic depth of the student"})
     inference_head: str = field(default="average", metadata={"choices": ["average", "cls", "distillation"]})
     channels_last_teacher: bool = field(default=True, metadata={"help": "channels_last memory format for the CNN"})
+    intensity_normalization: str = field(
+        default="none",
+        metadata={"help": "Normalise each grey image's intensities at the model's input size: equalize (histogram "
+                  "equalisation) or clahe; saved in the image processor (non-stock), so every user of the model "
+                  "applies it. A distilled student must use its teacher's setting.",
+                  "choices": list(INTENSITY_NORMALIZATIONS)},
+    )
+    remove_border: bool = field(
+        default=False,
+        metadata={"help": "Cut uniform bands (letterbox, padding) off each image's edges before the resize; saved "
+                  "in the image processor (non-stock)"},
+    )
 
     def __post_init__(self) -> None:
         if self.task != "cxr":
@@ -72,6 +86,13 @@ class ModelArguments:
             raise ValueError(f"num_channels must be 1 or 3, got {self.num_channels}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.intensity_normalization not in INTENSITY_NORMALIZATIONS:
+            raise ValueError(f"intensity_normalization must be one of {INTENSITY_NORMALIZATIONS}, got "
+                             f"{self.intensity_normalization!r}")
+
+    @property
+    def preprocessing(self) -> GreyPreprocessing:
+        return GreyPreprocessing(self.intensity_normalization, self.remove_border)
 
 
 @dataclass

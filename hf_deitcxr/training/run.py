@@ -56,12 +56,13 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     label_names = train_split.features["label"].names
 
     model = build_model(model_args, label_names)
-    processor = make_image_processor(model_args.image_size, model_args.num_channels)
+    processor = make_image_processor(model_args.image_size, model_args.num_channels, model_args.preprocessing)
     student_spec = InputSpec.from_processor(processor, model_args.num_channels)
 
-    cache_dir = data_args.pixel_cache_dir
-    train_data = CachedImageDataset.from_hf_dataset(train_split, size=model_args.image_size, cache_dir=cache_dir)
-    eval_data = CachedImageDataset.from_hf_dataset(eval_split, size=model_args.image_size, cache_dir=cache_dir)
+    cache = dict(size=model_args.image_size, cache_dir=data_args.pixel_cache_dir,
+                 preprocessing=student_spec.preprocessing)
+    train_data = CachedImageDataset.from_hf_dataset(train_split, **cache)
+    eval_data = CachedImageDataset.from_hf_dataset(eval_split, **cache)
     config = acquisition_augmentation() if data_args.acquisition_augment else AugmentationConfig()
     augmentation = RadiographAugmentation(config) if data_args.augment else None
     collator_kwargs = dict(
@@ -99,6 +100,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         "num_train_images": len(distinct_images(trainer.train_dataset)),
         "eval_split": data_args.eval_split,
         "image_size": model_args.image_size,
+        "preprocessing": student_spec.preprocessing.to_dict(),
     }
 
     def write_reports(output_dir: Path, probabilities: np.ndarray, summary: dict) -> dict:

@@ -22,6 +22,12 @@ class TeacherInputAdapter(nn.Module):
 
     def __init__(self, student: InputSpec, teacher: InputSpec) -> None:
         super().__init__()
+        if student.preprocessing != teacher.preprocessing:
+            # the adapter can re-encode pixels, not undo or redo an equalisation or a border crop
+            raise ValueError(
+                f"the teacher was trained on images prepared with {teacher.preprocessing.to_dict()}, the student "
+                f"would see {student.preprocessing.to_dict()}: give the student the teacher's "
+                "--intensity_normalization / --remove_border")
         self.student, self.teacher = student, teacher
         self.is_identity = student == teacher
 

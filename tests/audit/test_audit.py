@@ -22,6 +22,7 @@ from hf_deitcxr import (
 from hf_deitcxr.audit import confounding_table, default_perturbations, run_audit, source_probe
 from hf_deitcxr.cli import main
 from hf_deitcxr.model_card import build_model_card
+from hf_deitcxr.models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing
 from tests.helpers.synthetic import write_imagefolder
 from tests.helpers.tiny_models import tiny_deit_kwargs
 
@@ -54,12 +55,13 @@ def write_task(root: Path, confounded: bool, per_class: int = 20, seed: int = 0)
     return root
 
 
-def save_brightness_model(folder: Path) -> Path:
-    """A hand-made tiny DenseNet whose pooled feature 0 is the mean brightness, and whose head thresholds it."""
+def save_brightness_model(folder: Path, preprocessing: GreyPreprocessing | None = None) -> Path:
+    """A hand-made tiny DenseNet whose pooled feature 0 is the mean brightness, and whose head thresholds it
+    (of the image as `preprocessing` leaves it)."""
     config = DenseNetConfig(block_config=(1,), growth_rate=2, num_init_features=2, bn_size=1, image_size=SIZE,
                             id2label=dict(enumerate(CLASSES)), label2id={c: i for i, c in enumerate(CLASSES)})
     model = DenseNetForImageClassification(config).eval()
-    processor = make_image_processor(image_size=SIZE)
+    processor = make_image_processor(image_size=SIZE, preprocessing=preprocessing)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.zero_()
@@ -104,6 +106,31 @@ def test_a_confounded_source_cue_is_flagged(tmp_path, brightness_model):
     assert audit["source_probe"]["auc"] > 0.9 and audit["source_probe"]["high"]
     assert audit["embedding"] == {"dim": 4, "kind": "global-average-pooled final features (pooler_output)"}
     assert {path.name for path in result.files} >= {"audit.json", "audit.md", "audit_agreement.png"}
+
+
+INTENSITY_AND_FRAMING = ("hist_equalise", "gamma_0.6", "gamma_1.6", "contrast_0.7", "brightness_0.85",
+                         "letterbox_10%")
+
+
+def test_the_normalising_remedy_makes_the_intensity_flags_go_away(tmp_path, brightness_model):
+    """The same brightness-reading model, once saved with equalisation + border removal in its image processor: the
+    flags of the intensity and framing perturbations go away, and with them the cue (the model is at chance)."""
+    data = write_task(tmp_path / "data", confounded=True)
+    probes = [p for p in default_perturbations() if p.name in INTENSITY_AND_FRAMING]
+
+    def flagged(model: Path, name: str) -> tuple[set[str], dict]:
+        audit = run_audit(str(model), str(data), output_dir=tmp_path / name, num_resamples=100, perturbations=probes)
+        return {p for p, result in audit.audit["perturbations"].items()
+                for source, row in result["per_source"].items() if row["flagged"] and source != "all"}, audit.audit
+
+    before, _ = flagged(brightness_model, "stock")
+    assert {"hist_equalise", "gamma_0.6"} <= before
+    remedied_model = save_brightness_model(tmp_path / "remedied", GreyPreprocessing("equalize", remove_border=True))
+    after, audit = flagged(remedied_model, "remedied")
+    assert after == set()
+    assert audit["preprocessing"] == {"intensity_normalization": "equalize", "remove_border": True}
+    assert audit["overall"]["accuracy"]["estimate"] == pytest.approx(0.5)  # brightness was all it read
+    assert "intensity normalisation `equalize`" in (tmp_path / "remedied" / "audit.md").read_text()
 
 
 def test_an_unconfounded_task_with_mild_perturbations_is_not_flagged(tmp_path, brightness_model):

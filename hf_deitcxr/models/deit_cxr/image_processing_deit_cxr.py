@@ -19,15 +19,30 @@ How 16-bit and float images become grey levels (`high_depth_to_uint8`, shared wi
 - fallback for floats ("F") and integers outside 0..65535: they carry no bit depth, so min-max of the finite values
   (NaN/inf shown black).
 
-This file is copied next to saved checkpoints for remote-code loading: it imports only numpy, PIL and transformers.
+Intensity normalisation and border removal (`GreyPreprocessing`, a shortcut remedy: docs/RESULTS.md), off by default:
+- `remove_border`: uniform rows/columns at the edges (black letterbox bands, white or grey bars) are cut off the
+  grey image at its own resolution, before the resize;
+- `intensity_normalization`: "equalize" (global histogram equalisation, PIL `ImageOps.equalize`) or "clahe"
+  (contrast-limited adaptive equalisation, kornia `equalize_clahe`, clip 2, 8x8 tiles) of the resized image, at the
+  model's input size, so the result does not depend on the resolution a file was stored at.
+Either option makes the saved processor non-stock: a `RadiographImageProcessor` (with `auto_map`, loaded with
+`trust_remote_code=True` or after `import hf_deitcxr`) that records them in `preprocessor_config.json`. A stock
+`DeiTImageProcessor` would silently skip them. Training's image cache and the Space call the same
+`GreyPreprocessing.apply`, so every path feeds the model the same pixels.
+
+This file is copied next to saved checkpoints for remote-code loading: it imports only numpy, PIL and transformers
+(and kornia, lazily, for CLAHE).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ChannelDimension
 from transformers.models.deit.image_processing_pil_deit import DeiTImageProcessorPil
+from transformers.processing_utils import ImagesKwargs
 
 # Single-channel statistics: the mean of the ImageNet per-channel values, so a grey image normalises to the same
 # numbers it gets in the replicated-RGB path.
@@ -36,19 +51,148 @@ GREY_STD = [float(np.mean(IMAGENET_DEFAULT_STD))]
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 HIGH_DEPTH_MODES = SIXTEEN_BIT_MODES + ("I", "F")  # PIL modes `high_depth_to_uint8` maps (Image.convert would clip)
 STORED_BIT_DEPTHS = (8, 10, 12, 14, 16)
+INTENSITY_NORMALIZATIONS = ("none", "equalize", "clahe")
+CLAHE_CLIP_LIMIT = 2.0
+CLAHE_GRID = 8
+# A border line is "uniform" when its grey levels vary less than this (std, 0..255): JPEG ringing next to a black
+# band stays below it, anatomy does not.
+BORDER_MAX_STD = 4.0
+# Never cut more than this fraction of a side away: a mostly uniform image is left as it is, not cropped to a sliver.
+BORDER_MAX_FRACTION = 0.3
+
+
+@dataclass(frozen=True)
+class GreyPreprocessing:
+    """What happens to the 8-bit grey image before rescaling: border removal, resize, intensity normalisation."""
+
+    intensity_normalization: str = "none"
+    remove_border: bool = False
+
+    def __post_init__(self) -> None:
+        if self.intensity_normalization not in INTENSITY_NORMALIZATIONS:
+            raise ValueError(f"intensity_normalization must be one of {INTENSITY_NORMALIZATIONS}, got "
+                             f"{self.intensity_normalization!r}")
+        if not isinstance(self.remove_border, bool):
+            raise ValueError(f"remove_border must be true or false, got {self.remove_border!r}")
+
+    @property
+    def is_stock(self) -> bool:
+        """True when a stock DeiT image processor reproduces it (nothing beyond the resize)."""
+        return self.intensity_normalization == "none" and not self.remove_border
+
+    def apply(self, grey: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+        """uint8 (H, W) grey -> uint8 (height, width): border removal, PIL bicubic resize (no crop), normalisation."""
+        height, width = (size, size) if isinstance(size, int) else size
+        if self.remove_border:
+            grey = crop_uniform_border(grey)
+        image = Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8))
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+        return normalize_intensity(np.array(image), self.intensity_normalization)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_processor(cls, processor) -> GreyPreprocessing:
+        """The preprocessing a (possibly stock) image processor applies; stock ones apply none."""
+        return cls(str(getattr(processor, "intensity_normalization", None) or "none"),
+                   bool(getattr(processor, "remove_border", None) or False))
+
+
+def crop_uniform_border(grey: np.ndarray) -> np.ndarray:
+    """`grey` without the uniform lines at its edges (each side at most `BORDER_MAX_FRACTION` of the image).
+
+    Written by hand: no imaging library we use has it. A line counts as border when its standard deviation is below
+    `BORDER_MAX_STD`, whatever its level (black letterbox bands, white bars, flat grey padding). Rows and columns
+    are cut in turns until neither edge changes, since a bar along one side keeps the rows across it non-uniform.
+    """
+    grey = np.asarray(grey)
+    if grey.ndim != 2:
+        raise ValueError(f"expected a (H, W) grey image, got shape {grey.shape}")
+    height, width = grey.shape
+    limit_rows, limit_columns = int(height * BORDER_MAX_FRACTION), int(width * BORDER_MAX_FRACTION)
+    top = bottom = left = right = 0
+    while True:
+        window = grey[top:height - bottom, left:width - right].astype(np.float32)
+        rows_uniform, columns_uniform = window.std(axis=1) < BORDER_MAX_STD, window.std(axis=0) < BORDER_MAX_STD
+        cut = (min(top + _uniform_run(rows_uniform), limit_rows),
+               min(bottom + _uniform_run(rows_uniform[::-1]), limit_rows),
+               min(left + _uniform_run(columns_uniform), limit_columns),
+               min(right + _uniform_run(columns_uniform[::-1]), limit_columns))
+        if cut == (top, bottom, left, right):
+            return grey[top:height - bottom, left:width - right]
+        top, bottom, left, right = cut
+
+
+def _uniform_run(uniform: np.ndarray) -> int:
+    """How many leading entries of a boolean line mask are True."""
+    return int(uniform.argmin()) if not uniform.all() else len(uniform)
+
+
+def normalize_intensity(grey: np.ndarray, method: str) -> np.ndarray:
+    """uint8 (H, W) -> uint8 (H, W): "none", "equalize" (PIL histogram equalisation) or "clahe" (kornia)."""
+    if method == "none":
+        return grey
+    if method == "equalize":
+        return np.asarray(ImageOps.equalize(Image.fromarray(grey)), dtype=np.uint8)
+    if method == "clahe":
+        return clahe(grey)
+    raise ValueError(f"intensity_normalization must be one of {INTENSITY_NORMALIZATIONS}, got {method!r}")
+
+
+def clahe(grey: np.ndarray, clip_limit: float = CLAHE_CLIP_LIMIT, grid: int = CLAHE_GRID) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation of a uint8 grey image (kornia `equalize_clahe`)."""
+    try:  # imported here so that loading a processor without CLAHE needs neither
+        import kornia
+        import torch
+    except ImportError as err:
+        raise ImportError("intensity_normalization='clahe' needs kornia: pip install kornia") from err
+    tensor = torch.from_numpy(np.ascontiguousarray(grey)).float().div(255.0)[None, None]
+    out = kornia.enhance.equalize_clahe(tensor, clip_limit=clip_limit, grid_size=(grid, grid))
+    return out[0, 0].mul(255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+class RadiographImageProcessorKwargs(ImagesKwargs, total=False):
+    intensity_normalization: str
+    remove_border: bool
 
 
 class RadiographImageProcessor(DeiTImageProcessorPil):
-    """A DeiT image processor that feeds one grey channel: every input is converted to greyscale first."""
+    """A DeiT image processor for radiographs: every input is converted to one grey channel first, then (optionally)
+    border removal and intensity normalisation (`GreyPreprocessing`) run before rescaling.
 
+    It feeds one grey channel with the default grey mean/std, or the grey image replicated to three channels when
+    `image_mean`/`image_std` have three values (ImageNet-style models with a non-stock preprocessing).
+    """
+
+    valid_kwargs = RadiographImageProcessorKwargs
     do_convert_rgb = False
     do_center_crop = False
     image_mean = GREY_MEAN
     image_std = GREY_STD
+    intensity_normalization = "none"
+    remove_border = False
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs) -> np.ndarray:
         grey = to_grey_array(image)
+        preprocessing = GreyPreprocessing(
+            kwargs.get("intensity_normalization") or self.intensity_normalization,
+            bool(kwargs.get("remove_border", self.remove_border)),
+        )
+        if not preprocessing.is_stock:
+            size = kwargs.get("size") or self.size
+            grey = preprocessing.apply(as_uint8(grey[0]), (int(size["height"]), int(size["width"])))[None]
+        mean = kwargs.get("image_mean") or self.image_mean
+        if not isinstance(mean, (int, float)) and len(mean) == 3:
+            grey = np.repeat(grey, 3, axis=0)
         return super().process_image(grey, do_convert_rgb=False, input_data_format=ChannelDimension.FIRST)
+
+
+def as_uint8(grey: np.ndarray) -> np.ndarray:
+    """A grey array as uint8: unchanged if it is, else by its bit depth or min-max (`high_depth_to_uint8`)."""
+    grey = np.asarray(grey)
+    return grey if grey.dtype == np.uint8 else high_depth_to_uint8(grey)
 
 
 def to_grey_array(image) -> np.ndarray:
@@ -130,13 +274,18 @@ def unit_to_uint8(unit: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(np.rint(unit * 255.0), nan=0.0), 0, 255).astype(np.uint8)
 
 
-def make_image_processor(image_size: int, num_channels: int = 3) -> DeiTImageProcessorPil:
-    """The processor to save with a model of this input size and channel count (see module docstring)."""
+def make_image_processor(image_size: int, num_channels: int = 3,
+                         preprocessing: GreyPreprocessing | None = None) -> DeiTImageProcessorPil:
+    """The processor to save with a model of this input size, channel count and grey preprocessing (see module
+    docstring): a stock `DeiTImageProcessor` for 3 channels and no preprocessing, else a `RadiographImageProcessor`."""
     size = {"height": image_size, "width": image_size}
-    if num_channels == 1:
-        return RadiographImageProcessor(size=size, crop_size=size)
-    if num_channels != 3:
+    preprocessing = preprocessing or GreyPreprocessing()
+    if num_channels not in (1, 3):
         raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
+    if num_channels == 1 or not preprocessing.is_stock:
+        mean, std = (GREY_MEAN, GREY_STD) if num_channels == 1 else (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+        return RadiographImageProcessor(size=size, crop_size=size, image_mean=list(mean), image_std=list(std),
+                                        **preprocessing.to_dict())
     return DeiTImageProcessorPil(
         size=size,
         crop_size=size,
@@ -151,11 +300,17 @@ __all__ = [
     "GREY_MEAN",
     "GREY_STD",
     "HIGH_DEPTH_MODES",
+    "INTENSITY_NORMALIZATIONS",
     "SIXTEEN_BIT_MODES",
     "STORED_BIT_DEPTHS",
+    "GreyPreprocessing",
     "RadiographImageProcessor",
+    "as_uint8",
+    "clahe",
+    "crop_uniform_border",
     "high_depth_to_uint8",
     "make_image_processor",
+    "normalize_intensity",
     "range_to_uint8",
     "scale_to_uint8",
     "stored_bit_depth",
