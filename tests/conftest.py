@@ -16,6 +16,15 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (bit-stable short training runs), the previous count restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_student():
     from hf_deitcxr import DeiTCXRConfig, DeiTCXRForImageClassificationWithTeacher
 
