@@ -180,7 +180,9 @@ def method(config: dict, model_args: dict, data_args: dict | None = None, state:
         lines.append(f"- Class balancing `{data_args.get('balancing')}`; augmentation "
                      f"{'on (rotation, translation, scaling, crop, brightness/contrast, noise; no flip)' if data_args.get('augment') else 'off'}"  # noqa: E501
                      + ("; acquisition/processing augmentation on (resampling, blur, gamma, equalisation strength)"
-                        if data_args.get("augment") and data_args.get("acquisition_augment") else "") + ".")
+                        if data_args.get("augment") and data_args.get("acquisition_augment") else "")
+                     + ("; framing augmentation on (random crops down to 60 % of the area)"
+                        if data_args.get("augment") and data_args.get("framing_augment") else "") + ".")
     return "\n".join(lines)
 
 

@@ -61,6 +61,8 @@ class LosoArguments:
     remove_border: bool = field(default=CPU_RECIPE.remove_border, metadata={"help": "Border removal in every run"})
     acquisition_augment: bool = field(default=CPU_RECIPE.acquisition_augment, metadata={
         "help": "Acquisition/processing augmentation in every run"})
+    framing_augment: bool = field(default=CPU_RECIPE.framing_augment, metadata={
+        "help": "Wider random crops in every run"})
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
@@ -115,7 +117,8 @@ def run_loso(args: LosoArguments) -> dict[str, Any]:
     recipe = CPU_RECIPE.with_overrides(image_size=args.image_size, balancing=args.balancing,
                                        teacher_batch_size=args.batch_size,
                                        intensity_normalization=args.intensity_normalization,
-                                       remove_border=args.remove_border, acquisition_augment=args.acquisition_augment)
+                                       remove_border=args.remove_border, acquisition_augment=args.acquisition_augment,
+                                       framing_augment=args.framing_augment)
     runs: dict[str, dict[str, Any]] = {}
     for run_name in [ALL_SOURCES, *holdouts]:
         run_dir = root / (f"teacher-{ALL_SOURCES}" if run_name == ALL_SOURCES else f"teacher-without-{run_name}")
@@ -244,7 +247,8 @@ def loso_markdown(result: dict[str, Any]) -> str:
         f"Leave-one-source-out, DenseNet teacher from scratch, {args['max_steps']} steps of {args['batch_size']} at "
         f"{args['image_size']} px, balancing `{args['balancing']}`, intensity normalisation "
         f"`{args.get('intensity_normalization', 'none')}`, border removal {args.get('remove_border', False)}, "
-        f"acquisition augmentation {args.get('acquisition_augment', False)}, seed {args['seed']}; evaluated on the "
+        f"acquisition augmentation {args.get('acquisition_augment', False)}, framing augmentation "
+        f"{args.get('framing_augment', False)}, seed {args['seed']}; evaluated on the "
         f"`{args['eval_split']}` split. Accuracy: value (95 % patient-bootstrap interval, {args['num_resamples']} "
         "resamples); macro-F1 over the classes present in the evaluated images. In-distribution: the run with every "
         "source on all evaluation images; the run without the source on the images of the sources it was trained on.",

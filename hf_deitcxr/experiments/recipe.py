@@ -45,6 +45,7 @@ class Recipe:
     intensity_normalization: str = "none"
     remove_border: bool = False
     acquisition_augment: bool = False
+    framing_augment: bool = False
 
     def batch_size_for(self, stage: str) -> int:
         return self.teacher_batch_size if stage == "teacher" else self.batch_size
@@ -104,6 +105,7 @@ def stage_arguments(
     data_args = DataArguments(dataset=dataset, train_subset=train_subset, subset_seed=subset_seed,
                               balancing=recipe.balancing, augment=augment, pixel_cache_dir=pixel_cache_dir,
                               acquisition_augment=recipe.acquisition_augment and augment,
+                              framing_augment=recipe.framing_augment and augment,
                               teacher_logit_cache=stage == "distill" and not augment, resume=False)
     budget = {"num_train_epochs": epochs} if epochs is not None else {"max_steps": math.ceil(images_seen / batch_size)}
     on_gpu = torch.cuda.is_available()

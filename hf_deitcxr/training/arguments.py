@@ -133,6 +133,11 @@ class DataArguments:
         metadata={"help": "Also vary the acquisition/processing (resampling history, blur, gamma, histogram "
                   "equalisation strength), each with probability 0.3: a shortcut remedy (docs/RESULTS.md)"},
     )
+    framing_augment: bool = field(
+        default=False,
+        metadata={"help": "Wider random crops (down to 60 %% of the area, probability 0.5): imitates tighter "
+                  "collimation or export framing, a shortcut remedy (docs/RESULTS.md)"},
+    )
     teacher_logit_cache: bool = field(
         default=False,
         metadata={"help": "Precompute teacher logits once (only allowed with --augment false)"},

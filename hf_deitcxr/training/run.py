@@ -13,7 +13,12 @@ import torch
 from transformers import TrainingArguments
 
 from ..data import ensure_no_leakage, load_radiograph_dataset, patient_subset, validate_dataset
-from ..data.augmentation import AugmentationConfig, RadiographAugmentation, acquisition_augmentation
+from ..data.augmentation import (
+    AugmentationConfig,
+    RadiographAugmentation,
+    acquisition_augmentation,
+    framing_augmentation,
+)
 from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
 from ..data.image_cache import CachedImageDataset
@@ -64,6 +69,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     train_data = CachedImageDataset.from_hf_dataset(train_split, **cache)
     eval_data = CachedImageDataset.from_hf_dataset(eval_split, **cache)
     config = acquisition_augmentation() if data_args.acquisition_augment else AugmentationConfig()
+    if data_args.framing_augment:
+        config = framing_augmentation(config)
     augmentation = RadiographAugmentation(config) if data_args.augment else None
     collator_kwargs = dict(
         size=model_args.image_size, mean=student_spec.mean, std=student_spec.std,

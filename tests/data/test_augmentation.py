@@ -1,5 +1,7 @@
 """Batched radiograph augmentation: geometry, flips, intensity, reproducibility."""
 
+import dataclasses
+
 import pytest
 import torch
 from kornia.enhance import equalize
@@ -10,6 +12,7 @@ from hf_deitcxr.data.augmentation import (
     RadiographAugmentation,
     RandomAcquisition,
     acquisition_augmentation,
+    framing_augmentation,
 )
 from hf_deitcxr.data.image_cache import preload_images
 from tests.helpers.images import radiograph_like
@@ -155,3 +158,25 @@ def test_acquisition_augmentation_is_seeded_and_stays_in_range():
 def test_bad_acquisition_settings_are_refused(overrides):
     with pytest.raises(ValueError):
         AugmentationConfig(**overrides)
+
+
+def test_framing_augmentation_crops_wider_and_keeps_the_random_stream():
+    framing = framing_augmentation()
+    assert framing.random_resized_crop_scale == (0.6, 1.0) and framing.random_resized_crop_p == 0.5
+    assert framing.scale == AugmentationConfig().scale  # only the crop changes
+    assert framing_augmentation(acquisition_augmentation()).gamma_p == 0.3  # composes with the acquisition changes
+    images = float_batch(n=16, size=32)
+    torch.manual_seed(3)
+    RadiographAugmentation(AugmentationConfig())(images.clone())
+    after_default = torch.get_rng_state()
+    torch.manual_seed(3)
+    out = RadiographAugmentation(framing)(images.clone())
+    assert torch.equal(torch.get_rng_state(), after_default)  # the same numbers drawn: later batches unchanged
+    assert out.shape == images.shape
+    # crops alone, on every image: the wider range (zooms up to 1.29, the default's up to 1.12) moves pixels more
+    only_crops = dict(affine_p=0.0, brightness_p=0.0, contrast_p=0.0, gaussian_noise_p=0.0, random_resized_crop_p=1.0)
+    change = {}
+    for name, config in (("default", AugmentationConfig()), ("framing", framing)):
+        cropped = RadiographAugmentation(dataclasses.replace(config, **only_crops))(images.clone(), seed=0)
+        change[name] = float((cropped - images).abs().mean())
+    assert change["framing"] > 1.3 * change["default"] > 0

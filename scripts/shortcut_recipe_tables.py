@@ -1,0 +1,141 @@
+"""Before/after tables of two training recipes over seeds, from `scripts/measure_shortcut_recipe.sh` folders.
+
+Each folder holds one seed: `teacher/`, `distill/` (metrics.json), `audit_teacher/`, `audit_distill/` (audit.json)
+and `loso/` (loso.json). Prints markdown: perturbation agreement per source (mean over seeds, the worst seed in
+brackets), in-distribution validation metrics per seed with their 95 % intervals, leave-one-source-out accuracy per
+seed, and each recipe's verdict against the issue's bar (agreement >= 0.95 on every source; in-distribution macro-F1
+not more than 0.01 below the first recipe's).
+
+    python scripts/shortcut_recipe_tables.py --before runs/before/s0 runs/before/s1 runs/before/s2 \
+        --after runs/after/s0 runs/after/s1 runs/after/s2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+AGREEMENT_BAR = 0.95
+MACRO_F1_TOLERANCE = 0.01
+MODELS = {"teacher": "teacher (DenseNet-121)", "distill": "student (DeiT-tiny, distilled)"}
+
+
+def read(folder: Path, name: str) -> dict:
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run scripts/measure_shortcut_recipe.sh for that seed first")
+    return json.loads(path.read_text())
+
+
+def interval(entry: dict) -> str:
+    return f"{entry['estimate']:.3f} ({entry['low']:.3f}–{entry['high']:.3f})"
+
+
+def agreement_table(recipes: dict[str, list[Path]], model: str) -> tuple[str, dict[str, float]]:
+    """Rows: perturbations; cells: 'before → after' mean agreement per source (worst seed). Also each recipe's
+    lowest per-source mean agreement."""
+    audits = {name: [read(folder, f"audit_{model}/audit.json") for folder in folders]
+              for name, folders in recipes.items()}
+    first = next(iter(audits.values()))[0]
+    sources = sorted(s for s in first["perturbations"]["hist_equalise"]["per_source"] if s != "all")
+    header = "| perturbation | " + " | ".join(sources) + " |"
+    lines = [header, "|---|" + "---:|" * len(sources)]
+    lowest = {name: 1.0 for name in audits}
+    for perturbation in first["perturbations"]:
+        cells = []
+        for source in sources:
+            parts = []
+            for name, runs in audits.items():
+                values = np.array([run["perturbations"][perturbation]["per_source"][source]["agreement"]
+                                   for run in runs])
+                lowest[name] = min(lowest[name], float(values.mean()))
+                text = f"{values.mean():.3f} [{values.min():.3f}]"
+                parts.append(f"**{text}**" if values.mean() < AGREEMENT_BAR else text)
+            cells.append(" → ".join(parts))
+        lines.append(f"| {perturbation} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), lowest
+
+
+def in_distribution_table(recipes: dict[str, list[Path]], model: str) -> tuple[str, dict[str, float]]:
+    lines = ["| recipe | seed | accuracy (95 % CI) | macro-F1 (95 % CI) | " + "accuracy armiro | accuracy kermany | "
+             "accuracy nih |", "|---|---:|---|---|---|---|---|"]
+    mean_f1 = {}
+    for name, folders in recipes.items():
+        scores = []
+        for folder in folders:
+            metrics = read(folder, f"{model}/metrics.json")
+            seed = read(folder, "quickstart.json")["seed"]
+            overall, per_source = metrics["intervals"]["overall"], metrics["intervals"]["per_source"]
+            scores.append(overall["macro_f1"]["estimate"])
+            source_cells = [interval(per_source[s]["accuracy"]) if s in per_source else "n/a"
+                            for s in ("armiro", "kermany", "nih")]
+            lines.append(f"| {name} | {seed} | {interval(overall['accuracy'])} | {interval(overall['macro_f1'])} | "
+                         + " | ".join(source_cells) + " |")
+        mean_f1[name] = float(np.mean(scores))
+        lines.append(f"| {name} | mean | | {mean_f1[name]:.3f} | | | |")
+    return "\n".join(lines), mean_f1
+
+
+def loso_table(recipes: dict[str, list[Path]]) -> str:
+    lines = ["| recipe | seed | held-out source | trained with it: acc (CI) | trained without it: acc (CI) | "
+             "without it: macro-F1 |", "|---|---:|---|---|---|---|"]
+    for name, folders in recipes.items():
+        for folder in folders:
+            result = read(folder, "loso/loso.json")
+            for row in result["rows"]:
+                with_, without = row["with"]["heldout"], row["without"]["heldout"]
+                lines.append(f"| {name} | {result['arguments']['seed']} | {row['heldout_source']} | "
+                             f"{_acc(with_)} | {_acc(without)} | {without['macro_f1']:.3f} |")
+    return "\n".join(lines)
+
+
+def _acc(entry: dict) -> str:
+    low, high = entry["accuracy_ci"] or (float("nan"), float("nan"))
+    return f"{entry['accuracy']:.3f} ({low:.3f}–{high:.3f})"
+
+
+def probe_line(recipes: dict[str, list[Path]], model: str) -> str:
+    parts = []
+    for name, folders in recipes.items():
+        aucs = [read(folder, f"audit_{model}/audit.json")["source_probe"]["auc"] for folder in folders]
+        parts.append(f"{name} " + ", ".join(f"{auc:.3f}" for auc in aucs))
+    return "Source-probe AUC per seed (all images): " + "; ".join(parts) + "."
+
+
+def report(recipes: dict[str, list[Path]]) -> str:
+    names = list(recipes)
+    out = [f"Recipes: {' → '.join(names)}; seeds per recipe: "
+           + ", ".join(f"{name} {len(folders)}" for name, folders in recipes.items()) + "."]
+    for model, title in MODELS.items():
+        agreement, lowest = agreement_table(recipes, model)
+        in_distribution, mean_f1 = in_distribution_table(recipes, model)
+        out += ["", f"### {title}: perturbation agreement per source, mean over seeds [worst seed]"
+                f" ({' → '.join(names)}; bold: mean below {AGREEMENT_BAR})", "", agreement, "",
+                f"### {title}: in-distribution validation metrics", "", in_distribution, "",
+                probe_line(recipes, model), ""]
+        for name in names:
+            f1_gap = mean_f1[name] - mean_f1[names[0]]
+            out.append(f"- {title}, {name}: lowest per-source mean agreement {lowest[name]:.3f} "
+                       f"({'meets' if lowest[name] >= AGREEMENT_BAR else 'misses'} {AGREEMENT_BAR}); mean macro-F1 "
+                       f"{mean_f1[name]:.3f} ({f1_gap:+.3f} vs {names[0]}; "
+                       f"{'within' if f1_gap >= -MACRO_F1_TOLERANCE else 'outside'} {MACRO_F1_TOLERANCE}).")
+    out += ["", "### Leave-one-source-out (teacher)", "", loso_table(recipes)]
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", nargs="+", type=Path, required=True, help="one folder per seed, first recipe")
+    parser.add_argument("--after", nargs="+", type=Path, required=True, help="one folder per seed, second recipe")
+    parser.add_argument("--names", nargs=2, default=["before", "after"], help="the two recipes' names")
+    args = parser.parse_args(argv)
+    print(report({args.names[0]: args.before, args.names[1]: args.after}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
