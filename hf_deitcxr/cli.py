@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--image_size", type=int, default=None)
     quickstart.add_argument("--epochs", type=float, default=None)
     quickstart.add_argument("--seed", type=int, default=0, help="seeds the weights, data order and augmentation")
+    quickstart.add_argument("--audit", choices=["true", "false"], default="true",
+                            help="audit the student for source shortcuts (hf-deitcxr audit) into its folder and card")
     return parser
 
 
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .experiments.quickstart import run_quickstart
 
     run_quickstart(args.dataset, args.output_dir, image_size=args.image_size, epochs=args.epochs,
-                   seed=args.seed)
+                   seed=args.seed, audit=args.audit == "true")
     return 0
 
 

@@ -56,8 +56,12 @@ def source_probe(
         return result
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=regularisation, max_iter=2000))
     cv = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    oof = cross_val_predict(probe, np.asarray(embeddings, dtype=np.float64), y, groups=groups, cv=cv,
-                            method="predict_proba")
+    features = np.asarray(embeddings, dtype=np.float64)
+    if any(len(set(y[train].tolist())) < len(names) for train, _ in cv.split(features, y, groups)):
+        # a probe fitted without one source cannot score it (small data: a source with one or two patients)
+        result["reason"] = "too few patients per source: a fold's training images lack a source"
+        return result
+    oof = cross_val_predict(probe, features, y, groups=groups, cv=cv, method="predict_proba")
     per_source = {name: float(roc_auc_score(y == name, oof[:, k])) for k, name in enumerate(names)}
     auc = per_source[names[1]] if len(names) == 2 else float(roc_auc_score(y, oof, multi_class="ovr",
                                                                            average="macro", labels=names))

@@ -1,7 +1,8 @@
 """`hf-deitcxr quickstart`: the seed's method end to end on a CPU in minutes.
 
 teacher (DenseNet-121, from scratch) -> distilled DeiT-tiny student (soft distillation) -> evaluation with a
-per-source breakdown -> a Hub-ready folder. Reduced against the paper's setting so it fits ~20 minutes on 2 CPU
+per-source breakdown -> shortcut audit of the student (`hf-deitcxr audit`, into its folder and model card) -> a
+Hub-ready folder. Reduced against the paper's setting so it fits ~20 minutes on 2 CPU
 cores: lower resolution (`CPU_RECIPE` in hf_deitcxr/experiments/recipe.py, the setting the benchmark measured) and a
 budget of a few thousand training images; the numbers it prints are a smoke test of the pipeline, far from the
 method's accuracy at 224 px on a GPU (see docs/RESULTS.md).
@@ -31,8 +32,10 @@ def default_dataset() -> tuple[str, bool]:
 
 
 def run_quickstart(dataset: str | None = None, output_dir: str = "outputs/quickstart", image_size: int | None = None,
-                   epochs: float | None = None, seed: int = 0) -> dict:
-    """Train the teacher, then the distilled student, under `CPU_RECIPE`; every stage seeded with `seed`."""
+                   epochs: float | None = None, seed: int = 0, audit: bool = True) -> dict:
+    """Train the teacher, then the distilled student, under `CPU_RECIPE`; every stage seeded with `seed`. With
+    `audit`, the student is audited for source shortcuts on the evaluation split and its model card carries it."""
+    from ..audit import run_audit
     from ..model_card import write_model_card
     from ..training.run import run_training
 
@@ -54,6 +57,11 @@ def run_quickstart(dataset: str | None = None, output_dir: str = "outputs/quicks
         timings[stage] = round(time.perf_counter() - start, 1)
         print(f"[quickstart] {stage}: {timings[stage]} s, validation {summary_line(reports[stage])}")
     student_dir = root / "distill"
+    if audit:
+        start = time.perf_counter()
+        result = run_audit(str(student_dir), dataset, seed=seed)
+        timings["audit"] = round(time.perf_counter() - start, 1)
+        print(f"[quickstart] audit: {timings['audit']} s, {len(result.flags)} flag(s); {student_dir / 'audit.md'}")
     write_model_card(student_dir)
     summary = {"dataset": dataset, "image_size": recipe.image_size, "patch_size": recipe.patch_size, "seed": seed,
                "seconds": timings}

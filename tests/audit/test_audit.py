@@ -153,6 +153,13 @@ def test_source_probe_reads_the_source_from_informative_features_only():
     assert source_probe(rng.normal(size=(90, 4)), sources, patients)["auc"] < 0.75
 
 
+def test_source_probe_says_why_when_a_source_has_too_few_patients_for_the_folds():
+    rng = np.random.default_rng(0)
+    sources = ["a"] * 20 + ["b"]  # one patient of source b: four of five training folds lack it
+    result = source_probe(rng.normal(size=(21, 3)), sources, [f"p{i}" for i in range(21)])
+    assert result["auc"] is None and "too few patients per source" in result["reason"]
+
+
 def test_confounding_table_counts_and_warns_only_for_single_source_classes():
     table = confounding_table([0, 0, 1, 1, 2], ["x", "y", "x", "y", "z"], ["a", "b", "c"])
     assert table["counts"]["a"] == {"x": 1, "y": 1, "z": 0}

@@ -99,12 +99,17 @@ def test_teacher_input_adapter_converts_normalisation_channels_and_size():
 
 def test_quickstart_runs_on_the_bundled_sample(tmp_path):
     from hf_deitcxr.experiments.quickstart import BUNDLED_SAMPLE, run_quickstart
+    from hf_deitcxr.experiments.recipe import CPU_RECIPE
 
     reports = run_quickstart(str(BUNDLED_SAMPLE), str(tmp_path), image_size=32, epochs=1, seed=3)
     assert set(reports) == {"teacher", "distill"}
     student_dir = tmp_path / "distill"
     card = (student_dir / "README.md").read_text()
     assert "Not a medical device" in card and "model-index" in card
+    assert "## Shortcut audit" in card and (student_dir / "audit.json").is_file()  # the quickstart audits
+    audit = json.loads((student_dir / "audit.json").read_text())
+    assert audit["preprocessing"] == {"intensity_normalization": CPU_RECIPE.intensity_normalization,
+                                      "remove_border": CPU_RECIPE.remove_border}
     assert json.loads((tmp_path / "quickstart.json").read_text())["image_size"] == 32
     assert json.loads((tmp_path / "quickstart.json").read_text())["seed"] == 3
     for stage in ("teacher", "distill"):  # the seed reached each stage's Trainer
