@@ -68,7 +68,7 @@ def in_distribution_table(recipes: dict[str, list[Path]], model: str) -> tuple[s
         scores = []
         for folder in folders:
             metrics = read(folder, f"{model}/metrics.json")
-            seed = read(folder, "quickstart.json")["seed"]
+            seed = read(folder, f"{model}/training_args.json")["training"]["seed"]
             overall, per_source = metrics["intervals"]["overall"], metrics["intervals"]["per_source"]
             scores.append(overall["macro_f1"]["estimate"])
             source_cells = [interval(per_source[s]["accuracy"]) if s in per_source else "n/a"
