@@ -141,10 +141,10 @@ def run_loso(args: LosoArguments) -> dict[str, Any]:
         print(f"[loso] {run_name}: {wall:.0f} s, {args.eval_split} accuracy {report['overall']['accuracy']:.3f}",
               flush=True)
 
-    evaluation = _load_eval_split(datasets[args.eval_split], args.image_size, cache)
-    probabilities = {name: _predict(Path(run["dir"]), datasets[args.eval_split], cache) for name, run in runs.items()}
-    labels, sources, patients = evaluation.labels.numpy(), np.asarray(evaluation.extras["source"]), \
-        np.asarray(evaluation.extras["patient_id"])
+    evaluation = datasets[args.eval_split]
+    probabilities = {name: _predict(Path(run["dir"]), evaluation, cache) for name, run in runs.items()}
+    # the split's own columns, in the order the predictions come in (no pixels needed for them)
+    labels, sources, patients = (np.asarray(evaluation[column]) for column in ("label", "source", "patient_id"))
     options = dict(label_names=names, seed=args.seed, num_resamples=args.num_resamples)
     everything = np.ones(len(labels), dtype=bool)
     rows = []
@@ -217,12 +217,6 @@ def present_class_macro_f1(predictions: np.ndarray, labels: np.ndarray, patients
 
 def _bounds(entry: dict[str, Any]) -> list[float] | None:
     return None if entry.get("low") is None else [float(entry["low"]), float(entry["high"])]
-
-
-def _load_eval_split(split, image_size: int, cache: str):
-    from ..data.image_cache import CachedImageDataset
-
-    return CachedImageDataset.from_hf_dataset(split, size=image_size, cache_dir=cache)
 
 
 def _predict(model_dir: Path, split, cache: str) -> np.ndarray:
