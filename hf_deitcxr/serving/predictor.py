@@ -32,7 +32,7 @@ from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from ..data.input_spec import normalization_from_image_processor
-from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing, crop_uniform_border, make_image_processor
+from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing, make_image_processor
 from .decode import DecodedUpload, decode_upload
 from .explain import attention_rollout, class_activation_map, overlay
 from .fast_deit import FusedDeiT
@@ -149,13 +149,15 @@ class RadiographClassifier:
         return cls(model, mean, std, size, precision=precision, explain=explain, fused=fused,
                    preprocessing=GreyPreprocessing.from_processor(processor))
 
-    def resize(self, grey: Image.Image) -> Image.Image:
+    def resize(self, grey: Image.Image, framed: bool = False) -> Image.Image:
         """Grey image -> model size, bicubic and without crop, with the saved image processor's border removal and
-        intensity normalisation if it has them (`GreyPreprocessing.apply`, as training's image cache)."""
+        intensity normalisation if it has them (`GreyPreprocessing.apply`, as training's image cache). `framed`: the
+        border was already removed (`model_view`)."""
         if grey.mode != "L":
             grey = grey.convert("L")
         if not self.preprocessing.is_stock:
-            return Image.fromarray(self.preprocessing.apply(np.asarray(grey), self.size))
+            pixels = np.asarray(grey) if framed else self.preprocessing.frame(np.asarray(grey))
+            return Image.fromarray(self.preprocessing.fit(pixels, self.size))
         if grey.size == (self.size, self.size):
             return grey
         return grey.resize((self.size, self.size), Image.Resampling.BICUBIC)
@@ -164,7 +166,7 @@ class RadiographClassifier:
         """The part of `grey` the model sees (without the border it removes, if it does), to lay a heatmap over."""
         if not self.preprocessing.remove_border:
             return grey
-        return Image.fromarray(crop_uniform_border(np.asarray(grey.convert("L"))))
+        return Image.fromarray(self.preprocessing.frame(np.asarray(grey.convert("L"))))
 
     def _fill_pixels(self, resized: Image.Image) -> torch.Tensor:
         grey = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8).view(1, self.size, self.size)
@@ -175,9 +177,10 @@ class RadiographClassifier:
         self._features = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
     @torch.inference_mode()
-    def predict(self, grey: Image.Image, heatmap: bool = True) -> Prediction:
-        """Class probabilities (and a heatmap if `heatmap` and the model supports one) for one grey image."""
-        resized = self.resize(grey)
+    def predict(self, grey: Image.Image, heatmap: bool = True, framed: bool = False) -> Prediction:
+        """Class probabilities (and a heatmap if `heatmap` and the model supports one) for one grey image
+        (`framed`: already `model_view`-ed, so its border is not searched for again)."""
+        resized = self.resize(grey, framed=framed)
         want_rollout = heatmap and self.heatmap_kind == "rollout"
         with self._lock:
             pixels = self._fill_pixels(resized)
@@ -267,9 +270,10 @@ class ChestXrayPredictor:
         # the check's thumbnail is the student's input when it has the size and the model resizes only (a border must
         # be removed at the image's own resolution, as the saved processor does)
         reuse = resized is not None and resized.size == (self.student.size,) * 2 and self.student.preprocessing.is_stock
-        student = self.student.predict(resized if reuse else upload.grey, heatmap=heatmap)
+        view = self.student.model_view(upload.grey)  # the border is found once, for the input and the overlay
+        student = self.student.predict(resized if reuse else view, heatmap=heatmap, framed=True)
         teacher = self.teacher.predict(upload.grey, heatmap=False) if self.teacher is not None else None
-        image = overlay(self.student.model_view(upload.grey), student.heatmap) if student.heatmap is not None else None
+        image = overlay(view, student.heatmap) if student.heatmap is not None else None
         return ChestXrayResult(student, teacher, image, statistics, upload)
 
 

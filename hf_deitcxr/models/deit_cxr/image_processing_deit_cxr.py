@@ -82,10 +82,16 @@ class GreyPreprocessing:
 
     def apply(self, grey: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
         """uint8 (H, W) grey -> uint8 (height, width): border removal, PIL bicubic resize (no crop), normalisation."""
+        return self.fit(self.frame(grey), size)
+
+    def frame(self, grey: np.ndarray) -> np.ndarray:
+        """The part of the uint8 (H, W) grey image the model sees: without its uniform border if `remove_border`."""
+        return crop_uniform_border(grey) if self.remove_border else grey
+
+    def fit(self, framed: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+        """An already framed uint8 grey image -> uint8 (height, width): PIL bicubic resize (no crop), normalisation."""
         height, width = (size, size) if isinstance(size, int) else size
-        if self.remove_border:
-            grey = crop_uniform_border(grey)
-        image = Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8))
+        image = Image.fromarray(np.ascontiguousarray(framed, dtype=np.uint8))
         if image.size != (width, height):
             image = image.resize((width, height), Image.Resampling.BICUBIC)
         return normalize_intensity(np.array(image), self.intensity_normalization)
