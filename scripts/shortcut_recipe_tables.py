@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_deitcxr.metrics.intervals import format_entry, format_interval
+
 AGREEMENT_BAR = 0.95
 MACRO_F1_TOLERANCE = 0.01
 MODELS = {"teacher": "teacher (DenseNet-121)", "distill": "student (DeiT-tiny, distilled)"}
@@ -29,10 +31,6 @@ def read(folder: Path, name: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run scripts/measure_shortcut_recipe.sh for that seed first")
     return json.loads(path.read_text())
-
-
-def interval(entry: dict) -> str:
-    return f"{entry['estimate']:.3f} ({entry['low']:.3f}–{entry['high']:.3f})"
 
 
 def agreement_table(recipes: dict[str, list[Path]], model: str) -> tuple[str, dict[str, list[float]]]:
@@ -71,10 +69,10 @@ def in_distribution_table(recipes: dict[str, list[Path]], model: str) -> tuple[s
             seed = read(folder, f"{model}/training_args.json")["training"]["seed"]
             overall, per_source = metrics["intervals"]["overall"], metrics["intervals"]["per_source"]
             scores.append(overall["macro_f1"]["estimate"])
-            source_cells = [interval(per_source[s]["accuracy"]) if s in per_source else "n/a"
+            source_cells = [format_entry(per_source[s]["accuracy"]) if s in per_source else "n/a"
                             for s in ("armiro", "kermany", "nih")]
-            lines.append(f"| {name} | {seed} | {interval(overall['accuracy'])} | {interval(overall['macro_f1'])} | "
-                         + " | ".join(source_cells) + " |")
+            cells = [str(seed), format_entry(overall["accuracy"]), format_entry(overall["macro_f1"]), *source_cells]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         mean_f1[name] = float(np.mean(scores))
         lines.append(f"| {name} | mean | | {mean_f1[name]:.3f} | | | |")
     return "\n".join(lines), mean_f1
@@ -91,7 +89,7 @@ def loso_table(recipes: dict[str, list[Path]]) -> str:
             for row in result["rows"]:
                 with_, without = row["with"]["heldout"], row["without"]["heldout"]
                 lines.append(f"| {name} | {result['arguments']['seed']} | {row['heldout_source']} | "
-                             f"{_acc(with_)} | {_acc(without)} | {without['macro_f1']:.3f} |")
+                             f"{_accuracy(with_)} | {_accuracy(without)} | {without['macro_f1']:.3f} |")
                 held_out.setdefault(row["heldout_source"], []).append((with_["accuracy"], without["accuracy"]))
         means += [f"- {name}, {source} held out: mean accuracy trained with it {np.mean([w for w, _ in pairs]):.3f}, "
                   f"without it {np.mean([o for _, o in pairs]):.3f} ({len(pairs)} seeds)"
@@ -99,9 +97,8 @@ def loso_table(recipes: dict[str, list[Path]]) -> str:
     return "\n".join(lines + [""] + means)
 
 
-def _acc(entry: dict) -> str:
-    low, high = entry["accuracy_ci"] or (float("nan"), float("nan"))
-    return f"{entry['accuracy']:.3f} ({low:.3f}–{high:.3f})"
+def _accuracy(entry: dict) -> str:
+    return format_interval(entry["accuracy"], entry["accuracy_ci"])
 
 
 def probe_line(recipes: dict[str, list[Path]], model: str) -> str:
