@@ -78,11 +78,7 @@ def make_weighted_sampler(
     array = _label_array(labels, num_classes)
     counts = _require_every_class(array, num_classes, "weighted_sampler")
     per_sample = torch.from_numpy(1.0 / counts[array]).to(torch.float64)
-    draws = len(array) if num_samples is None else int(num_samples)
-    if draws <= 0:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
-    generator = torch.Generator().manual_seed(seed)
-    return WeightedRandomSampler(per_sample, num_samples=draws, replacement=True, generator=generator)
+    return _seeded_sampler(per_sample, num_samples, seed)
 
 
 def source_balanced_weights(labels: Labels, sources: Sequence[object], num_classes: int) -> torch.Tensor:
@@ -107,7 +103,11 @@ def make_source_balanced_sampler(
 ) -> WeightedRandomSampler:
     """Sampler drawing with `source_balanced_weights`, with replacement; `num_samples` defaults to the data set
     size and a seeded generator makes the draws reproducible."""
-    weights = source_balanced_weights(labels, sources, num_classes)
+    return _seeded_sampler(source_balanced_weights(labels, sources, num_classes), num_samples, seed)
+
+
+def _seeded_sampler(weights: torch.Tensor, num_samples: int | None, seed: int) -> WeightedRandomSampler:
+    """Draws with replacement by `weights`, `num_samples` a time (default: one per sample), from a seeded generator."""
     draws = len(weights) if num_samples is None else int(num_samples)
     if draws <= 0:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
