@@ -122,11 +122,22 @@ def summary(config: dict, num_parameters: int | None = None) -> str:
     if config.get("model_type") == "deit_cxr":
         return (f"A DeiT vision transformer (hidden size {config['hidden_size']}, {config['num_hidden_layers']} "
                 f"layers, patch {config.get('patch_size')}{size}) with a class token and a distillation token, "
-                "trained on chest radiographs with hf_deitcxr.")
+                "trained on chest radiographs with hf_deitcxr." + small_data_vit_note(config))
     if config.get("model_type") == "deitcxr_densenet":
         return (f"A {densenet_name(config)} CNN{size} trained on chest radiographs with hf_deitcxr, the teacher of "
                 "DeiT students.")
     return f"A `{config.get('model_type')}` image classifier{size} trained on chest radiographs with hf_deitcxr."
+
+
+def small_data_vit_note(config: dict) -> str:
+    """What SPT / LSA change, and how such a checkpoint must be loaded; empty for a stock DeiT architecture."""
+    parts = [name for key, name in (("shifted_patch_tokenization", "Shifted Patch Tokenization"),
+                                    ("locality_self_attention", "Locality Self-Attention")) if config.get(key)]
+    if not parts:
+        return ""
+    return (f" It uses {' and '.join(parts)} (Lee, Lee & Song 2021, \"Vision Transformer for Small-Size Datasets\"), "
+            "so it loads with hf_deitcxr or `trust_remote_code=True`, not with transformers' stock "
+            "`DeiTForImageClassificationWithTeacher`.")
 
 
 def split_description(data_args: dict, metrics: dict, is_cxr3: bool) -> str:

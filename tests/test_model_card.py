@@ -120,3 +120,13 @@ def test_card_from_metrics_without_intervals_shows_the_bare_values(student):
     results = build_model_card(student).content.split("## Results")[1].split("## Limitations")[0]
     assert f"Accuracy {metrics['overall']['accuracy']:.3f} · balanced" in results
     assert "CI n/a" not in results and "In brackets" not in results and "–" not in results
+
+
+def test_card_says_when_the_student_needs_remote_code_for_spt_and_lsa(student):
+    stock_card = build_model_card(student).content
+    assert "Shifted Patch Tokenization" not in stock_card and "trust_remote_code" not in stock_card.split("## ")[0]
+    config = json.loads((student / "config.json").read_text())
+    (student / "config.json").write_text(json.dumps({**config, "locality_self_attention": True}))
+    text = build_model_card(student).content
+    assert "uses Locality Self-Attention (Lee, Lee & Song 2021" in text
+    assert "Shifted Patch Tokenization" not in text and "`trust_remote_code=True`, not with" in text

@@ -9,6 +9,8 @@ wake-up. This forward does the same arithmetic with fewer, larger operations, pr
 - Q, K and V as one matrix product, with the attention scale 1/sqrt(d) folded into the Q weights;
 - the attention probabilities materialised only when the heatmap needs them (SDPA otherwise);
 - the served logits (class head, distillation head or their average) as one linear layer on both tokens.
+Shifted Patch Tokenization (the image and its four diagonal shifts, LayerNorm, linear) and Locality Self-Attention
+(per-head learnable scale folded into the Q weights, diagonal masked) are supported too.
 
 `FusedDeiT.from_model` returns None for models it does not know. `RadiographClassifier` checks the fused forward
 against the model's own forward on a probe input at load and keeps the model's forward if they differ.
@@ -20,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.deit_cxr.modeling_deit_cxr import shift_diagonally
+
 # (class-token weight, distillation-token weight) of the served logits, by `config.inference_head`.
 _HEAD_MIX = {"cls": (1.0, 0.0), "distillation": (0.0, 1.0)}
 
@@ -30,12 +34,14 @@ class FusedDeiT:
     def __init__(self, model: nn.Module) -> None:
         deit, config = model.deit, model.config
         embeddings = deit.embeddings
-        projection = embeddings.patch_embeddings.projection
-        self.num_channels = projection.in_channels
-        self.patch = projection.kernel_size[0]
-        self.grid = embeddings.patch_embeddings.image_size[0] // self.patch, (
-            embeddings.patch_embeddings.image_size[1] // self.patch
-        )
+        patch_embeddings = embeddings.patch_embeddings
+        projection = patch_embeddings.projection
+        self.num_channels = patch_embeddings.num_channels
+        self.patch = patch_embeddings.patch_size[0]
+        self.grid = patch_embeddings.image_size[0] // self.patch, patch_embeddings.image_size[1] // self.patch
+        # SPT: (shift in pixels, LayerNorm weight, bias) of the shifted tokenizer; None for a patch convolution
+        self.shifted = _shifted_tokenizer(patch_embeddings, config)
+        self.locality = bool(getattr(config, "locality_self_attention", False))
         self.hidden = config.hidden_size
         self.heads = config.num_attention_heads
         self.head_dim = self.hidden // self.heads
@@ -60,8 +66,14 @@ class FusedDeiT:
             return None
 
     def _layer(self, layer: nn.Module) -> tuple[torch.Tensor, ...]:
-        attention, scale = layer.attention, self.head_dim**-0.5
-        qkv_weight = torch.cat([attention.q_proj.weight * scale, attention.k_proj.weight, attention.v_proj.weight])
+        attention = layer.attention
+        if self.locality:  # LSA: a learnable scale per head, one value for each of the head's query rows
+            scale = attention.attention_scale.detach().repeat_interleave(self.head_dim)
+        else:
+            scale = torch.full((self.hidden,), self.head_dim**-0.5)
+        scale = scale.to(attention.q_proj.weight.dtype)
+        qkv_weight = torch.cat([attention.q_proj.weight * scale[:, None], attention.k_proj.weight,
+                                attention.v_proj.weight])
         qkv_bias = torch.cat([attention.q_proj.bias * scale, attention.k_proj.bias, attention.v_proj.bias])
         return tuple(
             tensor.detach().contiguous()
@@ -79,6 +91,8 @@ class FusedDeiT:
         )
         self.layers = [tuple(t.to(dtype) for t in layer) for layer in self.layers]
         self.final_norm = tuple(t.to(dtype) for t in self.final_norm)
+        if self.shifted is not None:
+            self.shifted = (self.shifted[0], *(t.to(dtype) for t in self.shifted[1:]))
         self.head_weight, self.head_bias = self.head_weight.to(dtype), self.head_bias.to(dtype)
         return self
 
@@ -88,21 +102,24 @@ class FusedDeiT:
         if pixel_values.shape != (1, self.num_channels, self.grid[0] * self.patch, self.grid[1] * self.patch):
             raise ValueError(f"expected pixel_values of shape (1, {self.num_channels}, H, W) at the model size, "
                              f"got {tuple(pixel_values.shape)}")
-        p, (gh, gw) = self.patch, self.grid
-        patches = pixel_values.reshape(self.num_channels, gh, p, gw, p).permute(1, 3, 0, 2, 4).reshape(gh * gw, -1)
-        tokens = torch.cat([self.prefix, torch.addmm(self.patch_position, patches, self.patch_weight)])
+        tokens = torch.cat([self.prefix, torch.addmm(self.patch_position, self._patches(pixel_values),
+                                                     self.patch_weight)])
         count, width = tokens.shape
+        attend = ~torch.eye(count, dtype=torch.bool, device=tokens.device) if self.locality else None
         attentions = []
         for norm1_w, norm1_b, qkv_w, qkv_b, out_w, out_b, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b in self.layers:
             hidden = F.layer_norm(tokens, (width,), norm1_w, norm1_b, self.eps)
             qkv = F.linear(hidden, qkv_w, qkv_b).view(count, 3, self.heads, self.head_dim).permute(1, 2, 0, 3)
             query, key, value = qkv[0], qkv[1], qkv[2]
             if output_attentions:
-                probabilities = torch.softmax(query @ key.transpose(1, 2), dim=-1)
+                scores = query @ key.transpose(1, 2)
+                if attend is not None:
+                    scores = scores.masked_fill(~attend, float("-inf"))
+                probabilities = torch.softmax(scores, dim=-1)
                 attentions.append(probabilities.unsqueeze(0))
                 context = probabilities @ value
-            else:
-                context = F.scaled_dot_product_attention(query, key, value, scale=1.0)  # scale is in the Q weights
+            else:  # the scale is in the Q weights
+                context = F.scaled_dot_product_attention(query, key, value, attn_mask=attend, scale=1.0)
             tokens = tokens + F.linear(context.transpose(0, 1).reshape(count, width), out_w, out_b)
             hidden = F.layer_norm(tokens, (width,), norm2_w, norm2_b, self.eps)
             tokens = tokens + F.linear(F.gelu(F.linear(hidden, fc1_w, fc1_b)), fc2_w, fc2_b)
@@ -110,19 +127,48 @@ class FusedDeiT:
         logits = F.linear(prefix.reshape(1, 2 * width), self.head_weight, self.head_bias)
         return logits, (tuple(attentions) if output_attentions else None)
 
+    def _patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(1, C, H, W) -> (patches, patch features) in the order of the model's patch embedding."""
+        p, (gh, gw) = self.patch, self.grid
+        if self.shifted is None:  # a convolution's (channel, row, column) order
+            return pixel_values.reshape(self.num_channels, gh, p, gw, p).permute(1, 3, 0, 2, 4).reshape(gh * gw, -1)
+        shift, norm_weight, norm_bias = self.shifted
+        stacked = shift_diagonally(pixel_values, shift)[0]
+        patches = stacked.reshape(5 * self.num_channels, gh, p, gw, p).permute(1, 3, 2, 4, 0).reshape(gh * gw, -1)
+        return F.layer_norm(patches, (patches.shape[-1],), norm_weight, norm_bias, self.eps)
+
+
+# SPT and LSA modules are recognised by their attributes, not their classes: a model loaded as remote code has its
+# own copies of the classes.
+def _shifted_tokenizer(patch_embeddings: nn.Module, config) -> tuple[int, torch.Tensor, torch.Tensor] | None:
+    if not getattr(config, "shifted_patch_tokenization", False):
+        return None
+    norm = patch_embeddings.layernorm
+    return patch_embeddings.shift, norm.weight.detach().contiguous(), norm.bias.detach().contiguous()
+
 
 def _is_supported(model: nn.Module) -> bool:
     config = model.config
     embeddings = model.deit.embeddings
-    projection = embeddings.patch_embeddings.projection
-    plain_vit_patches = (
-        projection.kernel_size == projection.stride and projection.padding == (0, 0) and projection.bias is not None
-    )
+    patch_embeddings = embeddings.patch_embeddings
+    projection = patch_embeddings.projection
+    if getattr(config, "shifted_patch_tokenization", False):
+        known_patches = (isinstance(projection, nn.Linear) and projection.bias is not None
+                         and isinstance(getattr(patch_embeddings, "layernorm", None), nn.LayerNorm))
+    else:  # a plain ViT patch convolution
+        known_patches = (
+            isinstance(projection, nn.Conv2d) and projection.kernel_size == projection.stride
+            and projection.padding == (0, 0) and projection.bias is not None
+        )
+    # every layer's attention is the kind the config names (LSA or the stock one)
+    locality = bool(getattr(config, "locality_self_attention", False))
+    known_attention = all(hasattr(layer.attention, "attention_scale") == locality for layer in model.deit.layers)
     return (
         getattr(config, "model_type", None) in ("deit", "deit_cxr")
         and getattr(config, "hidden_act", None) == "gelu"  # the exact (erf) GELU that F.gelu computes
         and getattr(embeddings, "distillation_token", None) is not None
-        and plain_vit_patches
+        and known_patches
+        and known_attention
         and embeddings.position_embeddings.shape[1] == 2 + _grid_tokens(embeddings)
         and getattr(model.deit, "pooler", None) is None
     )

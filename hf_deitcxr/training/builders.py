@@ -34,21 +34,27 @@ def build_student(
     teacher_name_or_path: str | None = None,
     inference_head: str = "average",
     drop_path_rate: float = 0.1,
+    shifted_patch_tokenization: bool = False,
+    locality_self_attention: bool = False,
 ) -> DeiTCXRForImageClassificationWithTeacher:
     """The DeiT student: from a pretrained DeiT checkpoint (new heads, adapted size/channels) or, without one, a
     from-scratch `preset` size with `patch_size`. `distillation_type` "none" trains both heads on the labels (the
-    baseline); `teacher_name_or_path` is recorded in the config as the student's provenance."""
-    distillation = {
+    baseline); `teacher_name_or_path` is recorded in the config as the student's provenance.
+    `shifted_patch_tokenization` / `locality_self_attention`: the small-data ViT changes of Lee et al. (2021), see
+    `DeiTCXRConfig`."""
+    student_options = {
         "distillation_type": distillation_type,
         "distillation_alpha": distillation_alpha,
         "distillation_tau": distillation_tau,
         "teacher_name_or_path": teacher_name_or_path,
         "inference_head": inference_head,
         "drop_path_rate": drop_path_rate,
+        "shifted_patch_tokenization": shifted_patch_tokenization,
+        "locality_self_attention": locality_self_attention,
     }
     if model_name_or_path:
         return load_student(
-            model_name_or_path, label_names, image_size=image_size, num_channels=num_channels, **distillation
+            model_name_or_path, label_names, image_size=image_size, num_channels=num_channels, **student_options
         )
     if preset not in STUDENT_PRESETS:
         raise ValueError(f"unknown student preset {preset!r}; choose one of {list(STUDENT_PRESETS)}")
@@ -58,7 +64,7 @@ def build_student(
         patch_size=patch_size,
         num_channels=num_channels,
         **label_maps(label_names),
-        **distillation,
+        **student_options,
     )
     return DeiTCXRForImageClassificationWithTeacher(config)
 

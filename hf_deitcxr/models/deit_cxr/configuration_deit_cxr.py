@@ -30,6 +30,15 @@ class DeiTCXRConfig(DeiTConfig):
             distillation-token head.
         drop_path_rate (`float`, defaults to 0.0):
             Stochastic-depth rate (linearly increasing over layers, as in DeiT training); adds no parameters.
+        shifted_patch_tokenization (`bool`, defaults to `False`):
+            Shifted Patch Tokenization (Lee, Lee & Song 2021, "Vision Transformer for Small-Size Datasets"): each
+            patch token also sees the image shifted by half a patch in the four diagonal directions (5x the input
+            channels), through a LayerNorm and a linear projection. Replaces the patch convolution, so such a
+            checkpoint loads only with this package's classes (or its remote code), not the stock DeiT class.
+        locality_self_attention (`bool`, defaults to `False`):
+            Locality Self-Attention (same paper): a token's attention to itself is masked out and the softmax scale
+            is a learnable temperature per head (initialised at 1/sqrt(head_dim)). Adds one parameter per head and
+            layer; the checkpoint then needs this package's classes or remote code too.
     """
 
     model_type = "deit_cxr"
@@ -40,10 +49,17 @@ class DeiTCXRConfig(DeiTConfig):
     teacher_name_or_path: str | None = None
     inference_head: str = "average"
     drop_path_rate: float = 0.0
+    shifted_patch_tokenization: bool = False
+    locality_self_attention: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         self.validate_distillation_fields()
+
+    @property
+    def uses_small_data_vit(self) -> bool:
+        """Whether SPT or LSA changes the architecture away from the stock DeiT's."""
+        return self.shifted_patch_tokenization or self.locality_self_attention
 
     def validate_distillation_fields(self) -> None:
         """Raise a `ValueError` naming the first invalid field."""
@@ -59,6 +75,9 @@ class DeiTCXRConfig(DeiTConfig):
             raise ValueError(f"distillation_tau must be a positive number, got {self.distillation_tau!r}")
         if not isinstance(self.drop_path_rate, (int, float)) or not 0.0 <= self.drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be a number in [0, 1), got {self.drop_path_rate!r}")
+        for name in ("shifted_patch_tokenization", "locality_self_attention"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 (greyscale) or 3 (replicated RGB), got {self.num_channels!r}")
         if self.id2label is not None and len(self.id2label) != len(set(self.id2label.values())):

@@ -3,7 +3,9 @@
 Handles what chest X-ray fine-tuning changes relative to ImageNet pre-training, without re-initialising what can be
 kept: a new label set (new heads), a different input resolution (position embeddings interpolated, as DeiT does
 when fine-tuning at another resolution) and single-channel input (patch embedding folded exactly, see
-`fold_rgb_conv_to_grey`).
+`fold_rgb_conv_to_grey`). Shifted Patch Tokenization and Locality Self-Attention (`DeiTCXRConfig`) can be switched on
+over a stock checkpoint: the shifted tokenizer starts from its initialisation (the patch convolution does not fit
+it) and the attention temperature at the stock scale; every other weight is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ PATCH_WEIGHT = "deit.embeddings.patch_embeddings.projection.weight"
 PATCH_BIAS = "deit.embeddings.patch_embeddings.projection.bias"
 POSITIONS = "deit.embeddings.position_embeddings"
 HEAD_PREFIXES = ("cls_classifier.", "distillation_classifier.")
+SHIFTED_PATCH_PREFIX = "deit.embeddings.patch_embeddings."
+ATTENTION_SCALE_SUFFIX = ".attention.attention_scale"
 
 
 @torch.no_grad()
@@ -101,7 +105,8 @@ def load_student(
     state = adapt_state_dict(source.state_dict(), source_config, config)
     missing, unexpected = student.load_state_dict(state, strict=False)
     unexpected_kept = [k for k in unexpected if not k.startswith(HEAD_PREFIXES)]
-    missing_body = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
+    missing_body = [k for k in missing
+                    if not k.startswith(HEAD_PREFIXES) and not _new_in_target(k, source_config, config)]
     if unexpected_kept or missing_body:
         raise ValueError(f"checkpoint does not fit the student: missing {missing_body}, unexpected {unexpected_kept}")
     return student
@@ -115,13 +120,27 @@ def adapt_state_dict(state: dict[str, torch.Tensor], source_config, target_confi
     patch = _as_int(target_config.patch_size)
     new_grid = _as_int(target_config.image_size) // patch
     state[POSITIONS] = interpolate_position_embeddings(state[POSITIONS], new_grid)
-    if source_config.num_channels == 3 and target_config.num_channels == 1:
+    if _shifted(target_config) != _shifted(source_config):
+        # a patch convolution and a shifted tokenizer do not share weights: the target's keeps its initialisation
+        state = {k: v for k, v in state.items() if not k.startswith(SHIFTED_PATCH_PREFIX)}
+    elif source_config.num_channels == 3 and target_config.num_channels == 1:
         state[PATCH_WEIGHT], state[PATCH_BIAS] = fold_rgb_conv_to_grey(state[PATCH_WEIGHT], state.get(PATCH_BIAS))
     elif source_config.num_channels != target_config.num_channels:
         raise ValueError(
             f"cannot adapt a {source_config.num_channels}-channel checkpoint to {target_config.num_channels} channels"
         )
     return state
+
+
+def _shifted(config) -> bool:
+    return bool(getattr(config, "shifted_patch_tokenization", False))
+
+
+def _new_in_target(key: str, source_config, target_config) -> bool:
+    """Whether `key` belongs to an SPT/LSA module the target has and the source checkpoint lacks."""
+    if key.startswith(SHIFTED_PATCH_PREFIX) and _shifted(target_config) and not _shifted(source_config):
+        return True
+    return key.endswith(ATTENTION_SCALE_SUFFIX) and not getattr(source_config, "locality_self_attention", False)
 
 
 def _architecture_fields(config) -> dict:
