@@ -165,11 +165,13 @@ def _centre(height: int, width: int) -> tuple[float, float]:
     return (width - 1) / 2, (height - 1) / 2
 
 
-def acquisition_augmentation(probability: float = 0.3, **overrides) -> AugmentationConfig:
-    """The default augmentation plus every acquisition/processing change at `probability` (the shortcut remedy of
-    issue 14: intensity and resampling history vary between sites; geometry alone does not teach that)."""
+def acquisition_augmentation(probability: float = 0.3, base: AugmentationConfig | None = None,
+                             **overrides) -> AugmentationConfig:
+    """`base` (default: the default augmentation) plus every acquisition/processing change at `probability` (the
+    shortcut remedy of issue 14: intensity and resampling history vary between sites; geometry alone does not teach
+    that); `overrides` set any field last."""
     on = {f"{name}_p": probability for name in ("resample", "blur", "gamma", "equalize")}
-    return AugmentationConfig(**{**on, **overrides})
+    return replace(base or AugmentationConfig(), **{**on, **overrides})
 
 
 def framing_augmentation(config: AugmentationConfig | None = None) -> AugmentationConfig:
@@ -178,6 +180,30 @@ def framing_augmentation(config: AugmentationConfig | None = None) -> Augmentati
     than the training sites' (the audit's border crop of 8 % a side is a zoom of 1.19, beyond the default range).
     The crop draws the same random numbers at any probability, so the rest of the random stream is unchanged."""
     return replace(config or AugmentationConfig(), random_resized_crop_p=0.5, random_resized_crop_scale=(0.6, 1.0))
+
+
+def low_resolution_augmentation() -> AugmentationConfig:
+    """The default augmentation sized for a 64 px input (the CPU recipe's): geometry about half as strong (rotation
+    5 degrees, translation 3 %, i.e. 2 px, scale 0.95-1.05, affine on half the images, crops keeping 85-100 % of the
+    area), the same brightness / contrast, and no Gaussian noise: at 64 px a pixel averages ~12 pixels of a 224 px
+    image, so the quantum mottle that noise imitates is already averaged away. No flip (chest laterality)."""
+    return AugmentationConfig(
+        affine_p=0.5, rotation_degrees=5.0, translate=0.03, scale=(0.95, 1.05),
+        random_resized_crop_p=0.3, random_resized_crop_scale=(0.85, 1.0),
+        brightness=0.1, brightness_p=0.5, contrast=0.15, contrast_p=0.5,
+        gaussian_noise_p=0.0, horizontal_flip_p=0.0,
+    )
+
+
+# `--augmentation_preset`: the base augmentation, before `--acquisition_augment` / `--framing_augment` compose on top.
+AUGMENTATION_PRESETS = {"default": AugmentationConfig, "low_resolution": low_resolution_augmentation}
+
+
+def augmentation_preset(name: str) -> AugmentationConfig:
+    """The `AugmentationConfig` of a preset name (`AUGMENTATION_PRESETS`); ValueError on an unknown one."""
+    if name not in AUGMENTATION_PRESETS:
+        raise ValueError(f"unknown augmentation preset {name!r}; presets: {sorted(AUGMENTATION_PRESETS)}")
+    return AUGMENTATION_PRESETS[name]()
 
 
 class RandomAcquisition(nn.Module):
@@ -279,6 +305,7 @@ class RadiographAugmentation(nn.Module):
 
 
 __all__ = [
-    "AugmentationConfig", "RadiographAugmentation", "RandomAcquisition", "RandomRadiographGeometry",
-    "acquisition_augmentation",
+    "AUGMENTATION_PRESETS", "AugmentationConfig", "RadiographAugmentation", "RandomAcquisition",
+    "RandomRadiographGeometry", "acquisition_augmentation", "augmentation_preset", "framing_augmentation",
+    "low_resolution_augmentation",
 ]

@@ -42,7 +42,7 @@ class RadiographCollator:
         augmentation_seed: int | None = None,
     ) -> None:
         self.size = int(size)
-        self.mean, self.std = _normalisation_tensors(mean, std, num_channels)
+        self.mean, self.std = normalisation_tensors(mean, std, num_channels)
         self.num_channels = num_channels
         self.augmentation = augmentation
         self.return_indices = return_indices
@@ -54,7 +54,7 @@ class RadiographCollator:
         pixels = torch.stack([_as_grey_tensor(feature["pixels"]) for feature in features])
         batch = {
             "pixel_values": self.transform(pixels, seed=self.batch_seed(features)),
-            "labels": torch.tensor([int(_label_of(feature)) for feature in features], dtype=torch.int64),
+            "labels": torch.tensor([int(label_of(feature)) for feature in features], dtype=torch.int64),
         }
         if self.return_indices:
             if any("index" not in feature for feature in features):
@@ -69,19 +69,32 @@ class RadiographCollator:
             return None
         if any("index" not in feature for feature in features):
             raise KeyError("augmentation_seed needs an 'index' in each item (as CachedImageDataset's)")
-        entropy = [int(self.augmentation_seed), *(int(feature["index"]) for feature in features)]
-        return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+        return derive_seed([int(self.augmentation_seed), *(int(feature["index"]) for feature in features)])
 
     def transform(self, pixels: torch.Tensor, seed: int | None = None) -> torch.Tensor:
         """uint8 (B, 1, h, w) -> float32 (B, num_channels, size, size), augmented if the collator augments
         (from a generator seeded with `seed` when given, else from the global RNG)."""
-        images = pixels.to(torch.float32).div_(255.0)
-        if images.shape[-2:] != (self.size, self.size):
-            images = F.interpolate(images, size=(self.size, self.size), mode="bicubic", antialias=True,
-                                   align_corners=False).clamp_(0.0, 1.0)
+        images = unit_images(pixels, self.size)
         if self.augmentation is not None:
             images = self.augmentation(images) if seed is None else self.augmentation(images, seed=seed)
-        return _normalise(images, self.mean.to(images.device), self.std.to(images.device))
+        return normalise(images, self.mean.to(images.device), self.std.to(images.device))
+
+
+def derive_seed(entropy: Sequence[int]) -> int:
+    """A non-negative int64 seed from a sequence of ints (`numpy.random.SeedSequence`): the seed of a batch's
+    augmentation (run seed + sample indices) or of an augmented view (run seed + view + chunk)."""
+    return int(np.random.SeedSequence([int(value) for value in entropy]).generate_state(1, dtype=np.uint64)[0]
+               >> np.uint64(1))
+
+
+def unit_images(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, 1, h, w) -> float32 (B, 1, size, size) in [0, 1]: rescaled, then resized (antialiased bicubic,
+    clamped) only when the cache has another size. The first step of every collation, before augmentation."""
+    images = pixels.to(torch.float32).div_(255.0)
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bicubic", antialias=True,
+                               align_corners=False).clamp_(0.0, 1.0)
+    return images
 
 
 def eval_transform_for_pil(
@@ -98,14 +111,15 @@ def eval_transform_for_pil(
     intensity normalisation), rescale and normalisation: the evaluation collator's numerics for images cached at
     `size` with that preprocessing, and the saved image processor's.
     """
-    mean_t, std_t = _normalisation_tensors(mean, std, num_channels)
+    mean_t, std_t = normalisation_tensors(mean, std, num_channels)
     pixels = torch.from_numpy(load_grey_resized(image, size, preprocessing))[None, None]
-    return _normalise(pixels.to(torch.float32).div_(255.0), mean_t, std_t)
+    return normalise(pixels.to(torch.float32).div_(255.0), mean_t, std_t)
 
 
-def _normalisation_tensors(
+def normalisation_tensors(
     mean: Sequence[float], std: Sequence[float], num_channels: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validated (1, num_channels, 1, 1) mean and std (a single value is shared by every channel)."""
     if num_channels not in (1, 3):
         raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
     mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
@@ -114,11 +128,13 @@ def _normalisation_tensors(
         raise ValueError(f"mean/std of length {len(mean_t)}/{len(std_t)} do not fit {num_channels} channels")
     if bool((std_t <= 0).any()):
         raise ValueError(f"std must be positive, got {std_t.tolist()}")
-    # (1, C, 1, 1) statistics; `_normalise` replicates a grey (B, 1, H, W) batch to C channels with them.
+    # (1, C, 1, 1) statistics; `normalise` replicates a grey (B, 1, H, W) batch to C channels with them.
     return mean_t.expand(num_channels).reshape(1, -1, 1, 1), std_t.expand(num_channels).reshape(1, -1, 1, 1)
 
 
-def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Grey float images (B, 1, H, W) in [0, 1] -> (B, C, H, W) normalised with `normalisation_tensors`' mean/std
+    (the grey channel replicated to C)."""
     # Expanding first lets `sub` write the C-channel output at once; the in-place divide avoids another copy.
     expanded = images.expand(-1, mean.shape[1], -1, -1)
     return expanded.sub(mean).div_(std).contiguous()
@@ -133,7 +149,8 @@ def _as_grey_tensor(pixels) -> torch.Tensor:
     return pixels
 
 
-def _label_of(feature: Mapping[str, Any]) -> int:
+def label_of(feature: Mapping[str, Any]) -> int:
+    """A batch item's class index, from its `labels` (or `label`) key."""
     if "labels" in feature:
         return feature["labels"]
     if "label" in feature:
@@ -141,4 +158,5 @@ def _label_of(feature: Mapping[str, Any]) -> int:
     raise KeyError(f"batch item has no 'labels' (keys: {sorted(feature)})")
 
 
-__all__ = ["RadiographCollator", "eval_transform_for_pil"]
+__all__ = ["RadiographCollator", "derive_seed", "eval_transform_for_pil", "label_of", "normalisation_tensors",
+           "normalise", "unit_images"]
