@@ -5,12 +5,16 @@ the autocast it runs under and the optional cache of its logits, held together (
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.input_spec import InputSpec
+
+if TYPE_CHECKING:
+    from ..data.view_bank import AugmentedViewBank
 
 
 class TeacherInputAdapter(nn.Module):
@@ -53,8 +57,11 @@ class FrozenTeacher(nn.Module):
     - `autocast_dtype`: bf16/fp16 autocast for the teacher forward (the student's mixed precision), None for fp32;
     - a logit cache (`cache_logits`): logits of every training image computed once, looked up by `sample_index`
       instead of running the forward. Valid only when the student trains without random augmentation.
+    - a view-logit cache (`cache_view_logits`): logits of each of the K augmented views of every training image of
+      an `AugmentedViewBank`, looked up by (`view_index`, `sample_index`): augmented distillation without a teacher
+      forward per step, valid when the student's batches are drawn from that bank (`ViewBankCollator`).
 
-    Calling it returns float32 logits, from the cache when one was built, else from the forward.
+    Calling it returns float32 logits, from a cache when one was built, else from the forward.
     """
 
     def __init__(
@@ -64,14 +71,21 @@ class FrozenTeacher(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.adapter = adapter
         self.autocast_dtype = autocast_dtype
-        self.logit_cache: torch.Tensor | None = None
+        self.logit_cache: torch.Tensor | None = None  # (N, C)
+        self.view_logit_cache: torch.Tensor | None = None  # (K, N, C)
 
     def train(self, mode: bool = True) -> FrozenTeacher:
         # Frozen means frozen: whoever calls .train() on a parent module, the teacher stays in eval mode.
         return super().train(False)
 
     @torch.no_grad()
-    def forward(self, pixel_values: torch.Tensor, sample_index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, sample_index: torch.Tensor | None = None,
+                view_index: torch.Tensor | None = None) -> torch.Tensor:
+        if self.view_logit_cache is not None:
+            if sample_index is None or view_index is None:
+                raise ValueError("a teacher view-logit cache needs batches with 'sample_index' and 'view_index' "
+                                 "(drawn from its view bank by ViewBankCollator)")
+            return self.view_logit_cache[view_index.cpu(), sample_index.cpu()].to(pixel_values.device)
         if self.logit_cache is not None:
             if sample_index is None:
                 raise ValueError("a teacher-logit cache needs batches with 'sample_index' (collator return_indices)")
@@ -107,7 +121,31 @@ class FrozenTeacher(nn.Module):
             seen[batch["sample_index"]] = True
         if cache is None or not bool(seen.all()):
             raise ValueError("the dataloader did not cover every sample: cannot build a complete teacher-logit cache")
-        self.logit_cache = cache
+        self.logit_cache, self.view_logit_cache = cache, None
+        return cache
+
+    @torch.no_grad()
+    def cache_view_logits(self, bank: AugmentedViewBank, batch_size: int) -> torch.Tensor:
+        """Compute the logits of every view of `bank` once, (K, N, C) float32, and answer from them from now on.
+
+        Each view's pixels are the bank's model input (`bank.pixel_values`, what `ViewBankCollator` gives the
+        student) through the forward of every training step (adapter, autocast), so cached logits equal online ones.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        device = next(self.model.parameters()).device
+        cache: torch.Tensor | None = None
+        for view in range(bank.num_views):
+            for start in range(0, bank.num_images, batch_size):
+                sample_index = torch.arange(start, min(start + batch_size, bank.num_images))
+                view_index = torch.full_like(sample_index, view)
+                logits = self.online_logits(bank.pixel_values(view_index, sample_index).to(device)).cpu()
+                if cache is None:
+                    cache = torch.empty(bank.num_views, bank.num_images, logits.shape[-1], dtype=torch.float32)
+                cache[view, sample_index] = logits
+        if cache is None:
+            raise ValueError("the view bank is empty: cannot build a teacher view-logit cache")
+        self.view_logit_cache, self.logit_cache = cache, None
         return cache
 
 

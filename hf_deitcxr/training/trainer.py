@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 class DistillationTrainer(Trainer):
     """Trains a student (or, with no teacher, any image classifier) with the DeiT objective.
 
-    - `teacher`: a `FrozenTeacher` (model, input adapter, autocast, optional logit cache) whose logits on the same
-      augmented batch as the student's feed the distillation head.
+    - `teacher`: a `FrozenTeacher` (model, input adapter, autocast, optional logit or view-logit cache) whose logits
+      on the same augmented batch as the student's feed the distillation head.
     - `eval_data_collator`: the collator of evaluation and prediction batches (no augmentation); `data_collator`
       is the training one. Defaults to `data_collator`.
     - `class_weights`: class-balanced cross-entropy (see `hf_deitcxr.data.balancing`).
@@ -87,12 +87,14 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         sample_index = inputs.pop("sample_index", None)
+        view_index = inputs.pop("view_index", None)  # a view-bank batch: which cached view each sample shows
         labels = inputs.pop("labels")
         is_student = isinstance(self.accelerator.unwrap_model(model), DeiTCXRForImageClassificationWithTeacher)
 
         if is_student:
             # Evaluation batches carry no teacher logits: their loss is the label loss of both heads.
-            teacher_logits = self.teacher_logits(inputs["pixel_values"], sample_index) if model.training else None
+            teacher_logits = (self.teacher_logits(inputs["pixel_values"], sample_index, view_index) if model.training
+                              else None)
             outputs = model(**inputs, labels=labels, teacher_logits=teacher_logits, class_weights=self.class_weights)
             loss = outputs.loss
             if model.training:
@@ -106,9 +108,10 @@ class DistillationTrainer(Trainer):
             loss = weighted_cross_entropy(outputs.logits, labels, self.class_weights)
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
 
-    def teacher_logits(self, pixel_values: torch.Tensor, sample_index: torch.Tensor | None) -> torch.Tensor | None:
-        """The frozen teacher's logits for this batch (cached or online), None without a teacher."""
-        return self.teacher(pixel_values, sample_index) if self.teacher is not None else None
+    def teacher_logits(self, pixel_values: torch.Tensor, sample_index: torch.Tensor | None,
+                       view_index: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The frozen teacher's logits for this batch (cached, per view, or online), None without a teacher."""
+        return self.teacher(pixel_values, sample_index, view_index) if self.teacher is not None else None
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         target = self.accelerator.unwrap_model(model if model is not None else self.model)
