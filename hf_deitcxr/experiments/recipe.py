@@ -49,6 +49,14 @@ class Recipe:
     remove_border: bool = True
     acquisition_augment: bool = False
     framing_augment: bool = True
+    # Augmented distillation from cached logits (FKD): K augmented views per training image, built once with their
+    # teacher logits; 0 = off. Needs `augment` (the views are augmentations) and replaces the plain logit cache.
+    teacher_views: int = 0
+    # The student's base augmentation (`DataArguments.augmentation_preset`): "default" or "low_resolution".
+    student_augmentation_preset: str = "default"
+    # Small-data ViT changes for the student (Lee et al. 2021); the checkpoint then needs the package's remote code.
+    shifted_patch_tokenization: bool = False
+    locality_self_attention: bool = False
 
     def batch_size_for(self, stage: str) -> int:
         return self.teacher_batch_size if stage == "teacher" else self.batch_size
@@ -91,24 +99,34 @@ def stage_arguments(
     decay has finished, so they are not what a run of that length would reach).
 
     Without augmentation a distillation run precomputes the teacher's logits once (same targets, no teacher
-    forward per step).
+    forward per step); with augmentation and `recipe.teacher_views` K > 0, it caches the teacher's logits of K
+    augmented views of each image instead (`hf_deitcxr.data.view_bank`). The student's augmentation preset and
+    `teacher_views` reach the student stages only (views: the distill stage only); the teacher stage keeps the
+    default augmentation.
     """
     if (epochs is None) == (images_seen is None):
         raise ValueError("give exactly one training budget: epochs or images_seen")
     if eval_every_images is not None and eval_every_images <= 0:
         raise ValueError(f"eval_every_images must be positive, got {eval_every_images}")
+    student = stage != "teacher"  # the distill and baseline stages train the DeiT student
     model_args = ModelArguments(
         stage=stage, image_size=recipe.image_size, patch_size=recipe.patch_size, student_preset="deit-tiny",
         distillation_type=recipe.distillation_type, distillation_alpha=recipe.distillation_alpha,
         distillation_tau=recipe.distillation_tau, drop_path_rate=recipe.drop_path_rate,
         teacher_name_or_path=str(teacher_dir) if stage == "distill" and teacher_dir else None,
         intensity_normalization=recipe.intensity_normalization, remove_border=recipe.remove_border,
+        shifted_patch_tokenization=recipe.shifted_patch_tokenization and student,
+        locality_self_attention=recipe.locality_self_attention and student,
     )
     augment, batch_size = recipe.augment_for(stage), recipe.batch_size_for(stage)
+    # Only a distillation has teacher logits to cache per view; a baseline student just augments online.
+    teacher_views = recipe.teacher_views if stage == "distill" else 0
     data_args = DataArguments(dataset=dataset, train_subset=train_subset, subset_seed=subset_seed,
                               balancing=recipe.balancing, augment=augment, pixel_cache_dir=pixel_cache_dir,
+                              augmentation_preset=recipe.student_augmentation_preset if student else "default",
                               acquisition_augment=recipe.acquisition_augment and augment,
                               framing_augment=recipe.framing_augment and augment,
+                              teacher_views=teacher_views,
                               teacher_logit_cache=stage == "distill" and not augment, resume=False)
     budget = {"num_train_epochs": epochs} if epochs is not None else {"max_steps": math.ceil(images_seen / batch_size)}
     on_gpu = torch.cuda.is_available()

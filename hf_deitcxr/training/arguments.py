@@ -11,6 +11,7 @@ from pathlib import Path
 
 from transformers import HfArgumentParser, TrainingArguments
 
+from ..data.augmentation import AUGMENTATION_PRESETS
 from ..models.deit_cxr.image_processing_deit_cxr import INTENSITY_NORMALIZATIONS, GreyPreprocessing
 
 STAGES = ("teacher", "distill", "baseline")
@@ -74,6 +75,16 @@ class ModelArguments:
         metadata={"help": "Cut uniform bands (letterbox, padding) off each image's edges before the resize; saved "
                   "in the image processor (non-stock)"},
     )
+    shifted_patch_tokenization: bool = field(
+        default=False,
+        metadata={"help": "Shifted Patch Tokenization (Lee et al. 2021) for the student; the checkpoint then needs "
+                  "the package's remote code, not the stock DeiT class"},
+    )
+    locality_self_attention: bool = field(
+        default=False,
+        metadata={"help": "Locality Self-Attention (Lee et al. 2021): diagonal-masked attention with a learnable "
+                  "temperature per head; same remark"},
+    )
 
     def __post_init__(self) -> None:
         if self.task != "cxr":
@@ -128,6 +139,12 @@ class DataArguments:
         metadata={"help": "Comma-separated sources to keep in the evaluation split (default: all of them)"},
     )
     augment: bool = field(default=True, metadata={"help": "Random radiograph augmentation while training"})
+    augmentation_preset: str = field(
+        default="default",
+        metadata={"help": "Base augmentation: default, or low_resolution (milder geometry, no noise: sized for 64 px "
+                  "inputs); --acquisition_augment / --framing_augment compose on top",
+                  "choices": list(AUGMENTATION_PRESETS)},
+    )
     acquisition_augment: bool = field(
         default=False,
         metadata={"help": "Also vary the acquisition/processing (resampling history, blur, gamma, histogram "
@@ -141,6 +158,13 @@ class DataArguments:
     teacher_logit_cache: bool = field(
         default=False,
         metadata={"help": "Precompute teacher logits once (only allowed with --augment false)"},
+    )
+    teacher_views: int = field(
+        default=0,
+        metadata={"help": "Augmented distillation from cached logits (FKD): build K seeded augmented views of each "
+                  "training image once, cache the teacher's logits of every view, and train the student on a "
+                  "random one of the K views per sample. 0: off (online teacher). Needs --stage distill and "
+                  "--augment true; memory K x N x image_size^2 bytes"},
     )
     pixel_cache_dir: str | None = field(
         default=None,
@@ -158,6 +182,17 @@ class DataArguments:
             raise ValueError("--dataset is required")
         if self.balancing not in BALANCING:
             raise ValueError(f"balancing must be one of {BALANCING}, got {self.balancing!r}")
+        if self.augmentation_preset not in AUGMENTATION_PRESETS:
+            raise ValueError(f"augmentation_preset must be one of {sorted(AUGMENTATION_PRESETS)}, got "
+                             f"{self.augmentation_preset!r}")
+        if self.teacher_views < 0:
+            raise ValueError(f"--teacher_views must be 0 (off) or a number of views >= 1, got {self.teacher_views}")
+        if self.teacher_views and not self.augment:
+            raise ValueError("--teacher_views needs --augment true: the views are augmentations (without augmentation "
+                             "use --teacher_logit_cache)")
+        if self.teacher_views and self.teacher_logit_cache:
+            raise ValueError("--teacher_views caches the teacher's logits of every view: give --teacher_logit_cache "
+                             "false")
         if self.teacher_logit_cache and self.augment:
             raise ValueError(
                 "--teacher_logit_cache needs --augment false: with random augmentation the teacher must see each "

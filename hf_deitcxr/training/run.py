@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,12 +18,14 @@ from ..data.augmentation import (
     AugmentationConfig,
     RadiographAugmentation,
     acquisition_augmentation,
+    augmentation_preset,
     framing_augmentation,
 )
 from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
 from ..data.image_cache import CachedImageDataset
 from ..data.input_spec import InputSpec
+from ..data.view_bank import AugmentedViewBank, ViewBankCollator
 from ..metrics import per_group_metrics
 from ..metrics.report import write_evaluation_report
 from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
@@ -40,6 +43,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     `callbacks`: extra `TrainerCallback`s (e.g. a step timer).
     """
+    if data_args.teacher_views and model_args.stage != "distill":
+        raise ValueError(f"--teacher_views caches a teacher's logits: it needs --stage distill, not {model_args.stage}")
     seed_everything(training_args.seed, training_args.full_determinism)
     datasets = load_radiograph_dataset(
         data_args.dataset, class_names=data_args.class_name_list, validation_fraction=data_args.validation_fraction
@@ -68,10 +73,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
                  preprocessing=student_spec.preprocessing)
     train_data = CachedImageDataset.from_hf_dataset(train_split, **cache)
     eval_data = CachedImageDataset.from_hf_dataset(eval_split, **cache)
-    config = acquisition_augmentation() if data_args.acquisition_augment else AugmentationConfig()
-    if data_args.framing_augment:
-        config = framing_augmentation(config)
-    augmentation = RadiographAugmentation(config) if data_args.augment else None
+    augmentation = RadiographAugmentation(augmentation_config(data_args)) if data_args.augment else None
     collator_kwargs = dict(
         size=model_args.image_size, mean=student_spec.mean, std=student_spec.std,
         num_channels=model_args.num_channels,
@@ -87,7 +89,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     if plan.indices is not None:
         train_data = torch.utils.data.Subset(train_data, plan.indices)
 
-    teacher = None
+    teacher, view_bank, timings = None, None, {}
     if model_args.stage == "distill":
         teacher = load_frozen_teacher(model_args, label_names, student_spec, training_args)
         if data_args.teacher_logit_cache:
@@ -95,6 +97,22 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
             loader = torch.utils.data.DataLoader(images, batch_size=training_args.per_device_eval_batch_size,
                                                  collate_fn=train_collator)
             teacher.cache_logits(loader, len(images))
+        elif data_args.teacher_views:
+            # FKD: the student trains on K fixed augmented views whose teacher logits are computed once.
+            start = time.perf_counter()
+            view_bank = AugmentedViewBank.build(
+                distinct_images(train_data), data_args.teacher_views, size=model_args.image_size,
+                augmentation=augmentation, seed=training_args.seed, mean=student_spec.mean, std=student_spec.std,
+                num_channels=model_args.num_channels,
+            )
+            timings["view_bank_build_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            teacher.cache_view_logits(view_bank, batch_size=training_args.per_device_eval_batch_size)
+            timings["teacher_view_logits_s"] = time.perf_counter() - start
+            logger.info("view bank of %d x %d views at %d px (seed %d): built in %.1f s, their teacher logits "
+                        "cached in %.1f s", view_bank.num_views, view_bank.num_images, view_bank.size, view_bank.seed,
+                        timings["view_bank_build_s"], timings["teacher_view_logits_s"])
+            train_collator = ViewBankCollator(view_bank, seed=training_args.seed)
 
     trainer, train_result = train_model(
         model, training_args, train_data=train_data, eval_data=eval_data, train_collator=train_collator,
@@ -108,6 +126,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         "eval_split": data_args.eval_split,
         "image_size": model_args.image_size,
         "preprocessing": student_spec.preprocessing.to_dict(),
+        **({"teacher_views": view_bank.num_views, **timings} if view_bank is not None else {}),
     }
 
     def write_reports(output_dir: Path, probabilities: np.ndarray, summary: dict) -> dict:
@@ -120,6 +139,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
                                        patient_ids=eval_data.extras.get("patient_id"))
 
     arguments = {"model": vars(model_args), "data": vars(data_args), "training": training_args.to_dict()}
+    if view_bank is not None:
+        arguments["view_bank"] = view_bank.describe()
     return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports)
 
 
@@ -181,7 +202,19 @@ def build_model(model_args: ModelArguments, label_names: Sequence[str]) -> torch
         teacher_name_or_path=model_args.teacher_name_or_path if distilled else None,
         inference_head=model_args.inference_head,
         drop_path_rate=model_args.drop_path_rate,
+        shifted_patch_tokenization=model_args.shifted_patch_tokenization,
+        locality_self_attention=model_args.locality_self_attention,
     )
+
+
+def augmentation_config(data_args: DataArguments) -> AugmentationConfig:
+    """The run's augmentation: `--augmentation_preset`, then `--acquisition_augment` and `--framing_augment` on top."""
+    config = augmentation_preset(data_args.augmentation_preset)
+    if data_args.acquisition_augment:
+        config = acquisition_augmentation(base=config)
+    if data_args.framing_augment:
+        config = framing_augmentation(config)
+    return config
 
 
 def load_frozen_teacher(model_args: ModelArguments, label_names: Sequence[str], student_spec,
