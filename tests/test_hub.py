@@ -70,6 +70,7 @@ def test_dry_run_then_push_commits_exactly_the_planned_files(model_dir, tmp_path
         assert planned == [
             "README.md", "config.json", "configuration_deit_cxr.py", "confusion_matrix.png",
             "eval-validation/metrics.json", "metrics.json", "model.safetensors", "modeling_deit_cxr.py",
+            "modeling_small_data_vit.py",
             "preprocessor_config.json", "roc_curves.png", "trainer_state.json", "training_args.json",
         ]
 
@@ -157,6 +158,7 @@ def test_space_readme_without_gradio_sdk_is_refused(tmp_path):
         (lambda f: (f / "extra_weights.pt").write_bytes(b"\x80\x04"), r"extra_weights\.pt \(pickle"),
         (lambda f: (f / "modeling_deit_cxr.py").unlink(), r"AutoModelForImageClassification -> modeling_deit_cxr"),
         (lambda f: (f / "configuration_deit_cxr.py").unlink(), r"AutoConfig -> configuration_deit_cxr"),
+        (lambda f: (f / "modeling_small_data_vit.py").unlink(), r"needs modeling_small_data_vit\.py"),  # imported
     ],
 )
 def test_unpublishable_folders_are_refused_before_any_request(model_dir, logged_in, breakage, message):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.deit_cxr.modeling_deit_cxr import shift_diagonally
+from ..models.deit_cxr.modeling_small_data_vit import shift_diagonally
 
 # (class-token weight, distillation-token weight) of the served logits, by `config.inference_head`.
 _HEAD_MIX = {"cls": (1.0, 0.0), "distillation": (0.0, 1.0)}

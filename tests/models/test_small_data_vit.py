@@ -21,7 +21,7 @@ from transformers import (
 )
 
 from hf_deitcxr import DeiTCXRConfig, DeiTCXRForImageClassificationWithTeacher, load_student, make_image_processor
-from hf_deitcxr.models.deit_cxr.modeling_deit_cxr import (
+from hf_deitcxr.models.deit_cxr.modeling_small_data_vit import (
     LocalitySelfAttention,
     ShiftedPatchEmbeddings,
     diagonal_mask,
