@@ -48,11 +48,30 @@ class ViewCacheArguments:
     augmentation_preset: str = field(default="low_resolution", metadata={"choices": list(AUGMENTATION_PRESETS)})
     image_size: int = field(default=CPU_RECIPE.image_size)
     pixel_cache_dir: str | None = field(default=None, metadata={"help": "Reuse decoded pixels between the runs"})
+    recipe_overrides: str = field(
+        default="", metadata={"help": "More CPU_RECIPE fields for every K, e.g. "
+                              "'shifted_patch_tokenization=true,locality_self_attention=true' (JSON values)"})
 
     def __post_init__(self) -> None:
         self.view_counts = [int(k) for k in self.views.split(",") if k.strip()]
         if not self.view_counts or any(k < 0 for k in self.view_counts):
             raise ValueError(f"--views must list K >= 0 (0 = online), got {self.views!r}")
+        self.overrides = parse_overrides(self.recipe_overrides)
+        CPU_RECIPE.with_overrides(**self.overrides)  # unknown fields fail here, before any training
+
+
+def parse_overrides(text: str) -> dict:
+    """'a=1,b=true,c=x' -> {"a": 1, "b": True, "c": "x"}: JSON values where they parse, else strings."""
+    overrides = {}
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"recipe override {item!r} is not name=value")
+        try:
+            overrides[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = value.strip()
+    return overrides
 
 
 def cpu_description() -> str:
@@ -79,8 +98,9 @@ def cpu_description() -> str:
 
 def run_one(args: ViewCacheArguments, num_views: int) -> dict:
     """Train the distill stage with K views (0: online) and return its row."""
-    recipe = CPU_RECIPE.with_overrides(augment=True, teacher_views=num_views, image_size=args.image_size,
-                                       student_augmentation_preset=args.augmentation_preset)
+    recipe = CPU_RECIPE.with_overrides(**{**args.overrides, "augment": True, "teacher_views": num_views,
+                                          "image_size": args.image_size,
+                                          "student_augmentation_preset": args.augmentation_preset})
     model_args, data_args, training_args = stage_arguments(
         "distill", args.dataset, Path(args.output_dir) / f"views-{num_views}", recipe, images_seen=args.images_seen,
         seed=args.seed, teacher_dir=args.teacher_dir, pixel_cache_dir=args.pixel_cache_dir, progress_bars=False,
@@ -138,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         {"args": asdict(args), "cpu": cpu, "rows": rows}, indent=2))
     method = rows[0]["interval_method"]
     print(f"CPU: {cpu}")
-    print(f"CPU recipe distill stage, {args.image_size} px, augmentation preset {args.augmentation_preset}, "
+    print(f"CPU recipe distill stage{' with ' + args.recipe_overrides if args.overrides else ''}, "
+          f"{args.image_size} px, augmentation preset {args.augmentation_preset}, "
           f"{rows[0]['images_seen']} images seen, seed {args.seed}; K = 0 is online distillation; intervals: "
           f"{method['confidence']:.0%} percentile bootstrap over {method['resampled']}s "
           f"({method['num_resamples']} resamples)")

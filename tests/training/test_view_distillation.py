@@ -202,7 +202,7 @@ def test_the_benchmark_compares_view_caches_with_online_distillation(tmp_path, o
     output = tmp_path / "bench"
     assert bench_view_cache.main(["--dataset", str(data), "--teacher_dir", str(teacher_dir), "--output_dir",
                                   str(output), "--image_size", str(SIZE), "--images_seen", "32",
-                                  "--views", "0,2"]) == 0
+                                  "--views", "0,2", "--recipe_overrides", "locality_self_attention=true"]) == 0
     rows = json.loads((output / "bench_view_cache.json").read_text())["rows"]
     assert [row["views"] for row in rows] == [0, 2] and all(row["images_seen"] == 32 for row in rows)
     assert rows[0]["view_bank_build_s"] == 0 and rows[1]["view_bank_build_s"] > 0
@@ -214,3 +214,6 @@ def test_the_benchmark_compares_view_caches_with_online_distillation(tmp_path, o
         recorded = json.loads((output / run_dir / "training_args.json").read_text())
         assert recorded["data"]["teacher_views"] == int(run_dir[-1]) and recorded["data"]["augment"] is True
         assert recorded["data"]["augmentation_preset"] == "low_resolution"
+        assert recorded["model"]["locality_self_attention"] is True  # --recipe_overrides reach every K
+    with pytest.raises(ValueError, match="unknown recipe fields"):
+        bench_view_cache.ViewCacheArguments(dataset="d", teacher_dir="t", recipe_overrides="no_such_field=1")
