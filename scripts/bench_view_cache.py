@@ -15,26 +15,19 @@ evaluation split. Rows also go to `<output_dir>/bench_view_cache.json`.
 from __future__ import annotations
 
 import json
-import os
-import platform
-import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
 from transformers import HfArgumentParser
 
 from hf_deitcxr.data.augmentation import AUGMENTATION_PRESETS
+from hf_deitcxr.experiments.hardware import cpu_description
 from hf_deitcxr.experiments.recipe import CPU_RECIPE, stage_arguments
 from hf_deitcxr.metrics.intervals import format_entry
 from hf_deitcxr.training.arguments import configure_logging
 from hf_deitcxr.training.run import run_training
-
-# CPU flags that decide the speed of these kernels (vector width, bf16 / AMX matrix units).
-FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 @dataclass
@@ -72,28 +65,6 @@ def parse_overrides(text: str) -> dict:
         except json.JSONDecodeError:
             overrides[name.strip()] = value.strip()
     return overrides
-
-
-def cpu_description() -> str:
-    """The CPU model (lscpu, else /proc/cpuinfo), its logical CPUs and the flags of interest it has."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        if found := re.search(r"^Model name:\s*(.+)$", lscpu, re.MULTILINE):
-            model = found.group(1).strip()
-    except OSError:
-        pass
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        if model.startswith("unknown") and (found := re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)):
-            model = found.group(1).strip()
-        if found := re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.MULTILINE):
-            flags = set(found.group(1).split())
-    except OSError:
-        pass
-    present = [flag for flag in FLAGS_OF_INTEREST if flag in flags]
-    return (f"{model}; {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads; "
-            f"flags: {', '.join(present) or 'none of ' + ', '.join(FLAGS_OF_INTEREST)}")
 
 
 def run_one(args: ViewCacheArguments, num_views: int) -> dict:
