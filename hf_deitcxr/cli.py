@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--class_names", default=None, help="comma-separated class order")
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    commands.add_parser("benchmark", help="teacher vs DeiT vs distilled DeiT over training-set sizes (see --help)",
+    commands.add_parser("benchmark", help="teacher vs DeiT vs distilled DeiT over training-set sizes, "
+                        "or over training budgets with --budgets (time to accuracy; see --help)",
                         add_help=False)
     commands.add_parser("tune", help="one student recipe on the validation split, one row per run (see --help)",
                         add_help=False)

@@ -6,6 +6,9 @@ teacher; all at the same resolution and the same budget (images seen = optimiser
 evaluates each on the full validation split. Results go to `<output_dir>/results.jsonl` (one line a run; a rerun
 skips runs already there, so an interrupted benchmark continues), `benchmark.md` (tables) and
 `data_efficiency.png` (macro-F1 vs N, one line per method).
+
+With `--budgets`, every (N, budget, seed, method) is its own full run of that many images seen instead, and the
+summary is a time-to-accuracy curve (macro-F1 vs training minutes); see `time_to_accuracy.py`.
 """
 
 from __future__ import annotations
@@ -28,13 +31,18 @@ from .recipe import CPU_RECIPE, Recipe, stage_arguments
 
 logger = logging.getLogger(__name__)
 
-METHODS = {
-    # method: (training stage, distillation type)
-    "teacher": ("teacher", None),
-    "baseline": ("baseline", None),
-    "distill_hard": ("distill", "hard"),
-    "distill_soft": ("distill", "soft"),
+# The small-data ViT changes of Lee et al. (2021): shifted patch tokenization and locality self-attention.
+SMALL_DATA_VIT = {"shifted_patch_tokenization": True, "locality_self_attention": True}
+METHODS: dict[str, tuple[str, dict]] = {
+    # method: (training stage, overrides of the benchmark's recipe)
+    "teacher": ("teacher", {}),
+    "baseline": ("baseline", {}),
+    "distill_hard": ("distill", {"distillation_type": "hard"}),
+    "distill_soft": ("distill", {"distillation_type": "soft"}),
+    "distill_small_data": ("distill", {"distillation_type": "soft", **SMALL_DATA_VIT}),
+    "baseline_small_data": ("baseline", SMALL_DATA_VIT),
 }
+DEFAULT_METHODS = ("teacher", "baseline", "distill_hard", "distill_soft")
 ALL = "all"
 
 
@@ -42,13 +50,22 @@ ALL = "all"
 class BenchmarkArguments:
     dataset: str = field(default="../shared/data/cxr3", metadata={"help": "Dataset with train + validation splits"})
     output_dir: str = field(default="outputs/benchmark")
-    methods: str = field(default=",".join(METHODS), metadata={"help": f"Comma-separated subset of {list(METHODS)}"})
+    methods: str = field(default=",".join(DEFAULT_METHODS),
+                         metadata={"help": f"Comma-separated subset of {list(METHODS)}"})
     train_sizes: str = field(default="250,500,1000,all", metadata={"help": "Training-set sizes N ('all' = full)"})
     seeds: str = field(default="0,1", metadata={"help": "Seeds (subset + initialisation) for the small N"})
     multi_seed_below: int = field(
-        default=1000, metadata={"help": "N below this runs every seed; larger N run the first seed only"}
+        default=1000, metadata={"help": "N below this runs every seed; larger N run the first seed only "
+                                "(without --budgets)"}
     )
     images_seen: int = field(default=9600, metadata={"help": "Training budget of every run, in images"})
+    budgets: str | None = field(
+        default=None, metadata={"help": "Comma-separated images-seen budgets, e.g. 4800,9600,20000: time-to-accuracy "
+                                "mode, each (N, budget, seed, method) its own full run, every seed at every N, "
+                                "distilled students from one teacher per (N, seed); default: one run of "
+                                "--images_seen per (N, seed, method)"})
+    teacher_images_seen: int = field(
+        default=4800, metadata={"help": "With --budgets: the budget of the teacher the distilled students learn from"})
     image_size: int = field(default=CPU_RECIPE.image_size)
     patch_size: int = field(default=CPU_RECIPE.patch_size, metadata={"help": "Student patch size"})
     balancing: str = field(default=CPU_RECIPE.balancing, metadata={"help": "Class balancing of every run"})
@@ -62,8 +79,9 @@ class BenchmarkArguments:
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         self.size_list  # noqa: B018 - validates the sizes early
-        if self.images_seen <= 0:
-            raise ValueError("images_seen must be positive")
+        if self.images_seen <= 0 or self.teacher_images_seen <= 0:
+            raise ValueError("images_seen and teacher_images_seen must be positive")
+        self.budget_list  # noqa: B018 - validates the budgets early
 
     @property
     def method_list(self) -> list[str]:
@@ -77,6 +95,16 @@ class BenchmarkArguments:
                 raise ValueError(f"train sizes must be positive integers or '{ALL}', got {item!r}")
             sizes.append(ALL if item == ALL else int(item))
         return sizes
+
+    @property
+    def budget_list(self) -> list[int] | None:
+        """The images-seen budgets, ascending and without repeats; None without --budgets."""
+        if self.budgets is None:
+            return None
+        items = [s.strip() for s in self.budgets.split(",") if s.strip()]
+        if not items or any(not s.isdigit() or int(s) <= 0 for s in items):
+            raise ValueError(f"budgets must be positive integers, got {self.budgets!r}")
+        return sorted({int(s) for s in items})
 
     @property
     def seed_list(self) -> list[int]:
@@ -99,12 +127,16 @@ def planned_runs(args: BenchmarkArguments) -> list[tuple[int | str, int]]:
 
 
 def run_benchmark(args: BenchmarkArguments) -> list[dict]:
+    if args.budget_list is not None:
+        from .time_to_accuracy import run_time_to_accuracy
+
+        return run_time_to_accuracy(args)
     from ..training.run import run_training
 
     root = Path(args.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     results_file = root / "results.jsonl"
-    done = {(r["train_size"], r["seed"], r["method"]) for r in read_results(results_file)}
+    done = {(r["train_size"], r["seed"], r["method"]) for r in single_budget_rows(read_results(results_file))}
     recipe = args.recipe()
     cache = args.pixel_cache_dir or str(root / "pixel_cache")
     methods = args.method_list
@@ -115,8 +147,8 @@ def run_benchmark(args: BenchmarkArguments) -> list[dict]:
         for method in order:
             if (str(size), seed, method) in done:
                 continue
-            stage, distillation = METHODS[method]
-            method_recipe = recipe.with_overrides(distillation_type=distillation) if distillation else recipe
+            stage, overrides = METHODS[method]
+            method_recipe = recipe.with_overrides(**overrides)
             teacher_dir = run_dir / "teacher"
             if stage == "distill" and not (teacher_dir / "config.json").is_file():
                 raise RuntimeError(f"teacher for N={size}, seed {seed} missing at {teacher_dir}")
@@ -137,9 +169,14 @@ def run_benchmark(args: BenchmarkArguments) -> list[dict]:
             logger.info("N=%s seed=%s %s: macro-F1 %.3f (%.0f s)", size, seed, method, row["macro_f1"], wall)
             print(f"[benchmark] N={size} seed={seed} {method}: accuracy {row['accuracy']:.3f}, "
                   f"macro-F1 {row['macro_f1']:.3f}, {wall:.0f} s", flush=True)
-    results = read_results(results_file)
+    results = single_budget_rows(read_results(results_file))
     write_summary(root, results, args)
     return results
+
+
+def single_budget_rows(rows: Sequence[dict]) -> list[dict]:
+    """The rows of single-budget runs: time-to-accuracy rows (they record `images_seen`) belong to --budgets."""
+    return [r for r in rows if "images_seen" not in r]
 
 
 def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall: float, recipe: Recipe,
@@ -347,6 +384,7 @@ def benchmark_main(argv: Sequence[str] | None = None) -> int:
         args=list(sys.argv[1:] if argv is None else argv)
     )
     run_benchmark(args)
-    print((Path(args.output_dir) / "benchmark.md").read_text())
+    summary = "time_to_accuracy.md" if args.budget_list is not None else "benchmark.md"
+    print((Path(args.output_dir) / summary).read_text())
     print(json.dumps(asdict(args)))
     return 0

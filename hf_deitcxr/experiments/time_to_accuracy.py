@@ -1,0 +1,268 @@
+"""`hf-deitcxr benchmark --budgets ...`: a wall-clock axis for the benchmark (time to accuracy).
+
+Each point of the curve is a full run of its own length (its own cosine schedule), not an evaluation in the middle of
+a longer schedule: for every training-set size N, budget B (images seen), seed and method, the method is trained for
+B images into `runs/n{N}-seed{seed}-b{B}/{method}`. The distilled students of an (N, seed) all learn from one teacher
+trained once on `teacher_images_seen` images in `runs/n{N}-seed{seed}-teacher/teacher`; their rows record its
+training time (`teacher_train_s`), so that they can be charged with it. The `teacher` method's own points are teachers
+trained at each budget. Rows go to `results.jsonl` with `images_seen` and the CPU they were timed on (`cpu`); a
+rerun skips the (N, budget, seed, method) already there. The summary is `time_to_accuracy.md` (a row per method and
+budget) and `time_to_accuracy.png` (macro-F1 vs training minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .benchmark import (
+    ALL,
+    METHODS,
+    BenchmarkArguments,
+    _size_key,
+    format_metric,
+    interval_note,
+    read_results,
+    result_row,
+)
+from .hardware import cpu_description
+from .recipe import Recipe, stage_arguments
+
+logger = logging.getLogger(__name__)
+
+
+def row_images_seen(row: dict, default: int) -> int:
+    """A row's budget; a single-budget row (no `images_seen`) ran `default` (its benchmark's --images_seen)."""
+    return int(row.get("images_seen", default))
+
+
+def budget_key(row: dict, default: int) -> tuple[str, int, int, str]:
+    return row["train_size"], row_images_seen(row, default), row["seed"], row["method"]
+
+
+def budget_runs(args: BenchmarkArguments) -> list[tuple[int | str, int, int]]:
+    """(N, budget, seed) in training order: every seed at every N (the curve's bars need them), the smallest budgets
+    first, so that an interrupted benchmark already has the cheap end of every curve."""
+    return [(size, budget, seed) for size in args.size_list for budget in args.budget_list for seed in args.seed_list]
+
+
+def run_time_to_accuracy(args: BenchmarkArguments) -> list[dict]:
+    """Train what `budget_runs` plans and `results.jsonl` lacks, then write the summary; returns every row."""
+    from ..training.run import run_training
+
+    root = Path(args.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    results_file = root / "results.jsonl"
+    done = {budget_key(r, args.images_seen) for r in read_results(results_file)}
+    recipe, cpu = args.recipe(), cpu_description()
+    cache = args.pixel_cache_dir or str(root / "pixel_cache")
+    teacher_seconds: dict[tuple[int | str, int], float | None] = {}
+
+    def train(stage: str, output_dir: Path, method_recipe: Recipe, images_seen: int, size, seed: int,
+              teacher_dir: Path | None = None) -> tuple[dict, float]:
+        arguments = stage_arguments(
+            stage, args.dataset, output_dir, method_recipe, images_seen=images_seen,
+            train_subset=None if size == ALL else size, subset_seed=seed, seed=seed, teacher_dir=teacher_dir,
+            pixel_cache_dir=cache, progress_bars=False,
+        )
+        start = time.perf_counter()
+        report = run_training(*arguments)
+        return report, time.perf_counter() - start
+
+    def shared_teacher(size, seed: int) -> tuple[Path, float | None]:
+        """The (N, seed) teacher of the distilled students, trained on first use; its train_runtime_s."""
+        teacher_dir = root / "runs" / f"n{size}-seed{seed}-teacher" / "teacher"
+        if (size, seed) not in teacher_seconds:
+            metrics = teacher_dir / "metrics.json"  # written once the run is complete
+            if metrics.is_file():
+                report = json.loads(metrics.read_text())
+            else:
+                report, wall = train("teacher", teacher_dir, recipe, args.teacher_images_seen, size, seed)
+                print(f"[benchmark] N={size} seed={seed} teacher of the students ({args.teacher_images_seen} images): "
+                      f"macro-F1 {report['overall']['macro_f1']:.3f}, {wall:.0f} s", flush=True)
+            teacher_seconds[(size, seed)] = report.get("extra", {}).get("train_runtime_s")
+        return teacher_dir, teacher_seconds[(size, seed)]
+
+    for size, budget, seed in budget_runs(args):
+        run_dir = root / "runs" / f"n{size}-seed{seed}-b{budget}"
+        for method in args.method_list:
+            if (str(size), budget, seed, method) in done:
+                continue
+            stage, overrides = METHODS[method]
+            extra = {"images_seen": budget, "cpu": cpu}
+            teacher_dir = None
+            if stage == "distill":
+                teacher_dir, extra["teacher_train_s"] = shared_teacher(size, seed)
+                extra["teacher_images_seen"] = args.teacher_images_seen
+            method_recipe = recipe.with_overrides(**overrides)
+            report, wall = train(stage, run_dir / method, method_recipe, budget, size, seed, teacher_dir)
+            row = {**result_row(method, size, seed, report, run_dir / method, wall, method_recipe,
+                                args.latency_repeats), **extra}
+            with results_file.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            logger.info("N=%s budget=%s seed=%s %s: macro-F1 %.3f (%.0f s)", size, budget, seed, method,
+                        row["macro_f1"], wall)
+            print(f"[benchmark] N={size} images_seen={budget} seed={seed} {method}: macro-F1 {row['macro_f1']:.3f}, "
+                  f"train {row['train_runtime_s'] or 0:.0f} s, {wall:.0f} s in all", flush=True)
+    results = read_results(results_file)
+    write_time_to_accuracy(root, results, args)
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Summary: the table and the curve
+# --------------------------------------------------------------------------------------------------------------
+
+
+def time_points(rows: Sequence[dict], default_images_seen: int) -> dict[tuple[str, str, int], dict]:
+    """(N, method, budget) -> the seeds' aggregates: minutes (mean train loop; incl. the teacher for distilled
+    students), wall minutes, macro-F1 mean / min / max, seeds, the span of their macro-F1 intervals and the mean
+    accuracy on each source."""
+    grouped: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
+    for r in rows:
+        grouped[(r["train_size"], r["method"], row_images_seen(r, default_images_seen))].append(r)
+    points = {}
+    for key, group in grouped.items():
+        train_s = [r["train_runtime_s"] for r in group if r.get("train_runtime_s") is not None]
+        with_teacher = [r["train_runtime_s"] + r["teacher_train_s"] for r in group
+                        if r.get("train_runtime_s") is not None and r.get("teacher_train_s") is not None]
+        f1 = [r["macro_f1"] for r in group]
+        bounds = [(r.get("intervals") or {}).get("macro_f1") for r in group]
+        sources = sorted({s for r in group for s in r["per_source_accuracy"]})
+        points[key] = {
+            "minutes": np.mean(train_s) / 60 if train_s else None,
+            "minutes_with_teacher": np.mean(with_teacher) / 60 if with_teacher else None,
+            "wall_minutes": np.mean([r["wall_s"] for r in group if r.get("wall_s") is not None] or [np.nan]) / 60,
+            "macro_f1": float(np.mean(f1)), "macro_f1_min": min(f1), "macro_f1_max": max(f1), "seeds": len(group),
+            "ci": (min(b[0] for b in bounds), max(b[1] for b in bounds)) if all(bounds) else None,
+            "per_source_accuracy": {s: float(np.mean([r["per_source_accuracy"][s] for r in group
+                                                      if s in r["per_source_accuracy"]])) for s in sources},
+        }
+    return points
+
+
+def describe_cpus(rows: Sequence[dict]) -> str:
+    """The CPU(s) the rows were timed on, most rows first."""
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        counts[r.get("cpu") or "not recorded"] += 1
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{cpu} ({n} runs)" for cpu, n in sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def _minutes(value: float | None) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{value:.2f}"
+
+
+def _ratio(point: dict, teacher: dict | None) -> str:
+    """A method's minutes over the teacher's at the same budget (distilled: also with their teacher's minutes)."""
+    if not teacher or not teacher["minutes"] or point["minutes"] is None:
+        return "n/a"
+    text = f"{point['minutes'] / teacher['minutes']:.2f}×"
+    if point["minutes_with_teacher"] is not None:
+        text += f" ({point['minutes_with_teacher'] / teacher['minutes']:.2f}× incl. teacher)"
+    return text
+
+
+def time_to_accuracy_table(points: dict[tuple[str, str, int], dict], size: str) -> str:
+    """One row per (method, budget) of training-set size `size`, methods in `METHODS` order."""
+    keys = sorted((k for k in points if k[0] == size), key=lambda k: (list(METHODS).index(k[1]), k[2]))
+    sources = sorted({s for k in keys for s in points[k]["per_source_accuracy"]})
+    header = (["method", "images seen", "train min", "min incl. teacher", "wall min", "min vs teacher",
+               "macro-F1 mean [min–max]", "seeds", "macro-F1 95 % CIs (lowest–highest bound)"]
+              + [f"acc. {s} (mean)" for s in sources])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key in keys:
+        p = points[key]
+        f1 = f"{p['macro_f1']:.3f}" + (f" [{p['macro_f1_min']:.3f}–{p['macro_f1_max']:.3f}]" if p["seeds"] > 1 else "")
+        cells = [key[1], str(key[2]), _minutes(p["minutes"]), _minutes(p["minutes_with_teacher"]),
+                 _minutes(p["wall_minutes"]), _ratio(p, points.get((size, "teacher", key[2]))), f1, str(p["seeds"]),
+                 f"{p['ci'][0]:.3f}–{p['ci'][1]:.3f}" if p["ci"] else "n/a"]
+        cells += [format_metric(p["per_source_accuracy"].get(s)) for s in sources]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def time_to_accuracy_markdown(rows: Sequence[dict], args: BenchmarkArguments) -> str:
+    points = time_points(rows, args.images_seen)
+    sizes = sorted({r["train_size"] for r in rows}, key=_size_key)
+    lines = [
+        f"Time to accuracy on {args.dataset}: each row is a full run of that many training images seen (its own "
+        f"cosine schedule), {args.image_size} px (student patch {args.patch_size}), evaluated on the full "
+        "validation split; seeds pooled as mean [min–max].",
+        f"CPU: {describe_cpus(rows)}.",
+        "train min: the Trainer's training loop (mean over seeds). Distilled students learn from one teacher per "
+        f"(N, seed) trained on {args.teacher_images_seen} images; 'min incl. teacher' adds its training minutes. "
+        "wall min: the whole run (data, the distilled students' one-off teacher-logit pass, training, evaluation). "
+        "min vs teacher: train min over the `teacher` method's train min at the same budget.",
+        interval_note(rows),
+    ]
+    for size in sizes:
+        lines += ["", f"### N = {size}", "", time_to_accuracy_table(points, size)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_time_to_accuracy(rows: Sequence[dict], path: Path, default_images_seen: int) -> None:
+    """Macro-F1 vs training minutes, one panel per N and one line per method, bars min-max over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    points = time_points(rows, default_images_seen)
+    sizes = sorted({k[0] for k in points}, key=_size_key)
+    figure = Figure(figsize=(7 * len(sizes), 5), dpi=120)
+    axes = np.atleast_1d(figure.subplots(1, len(sizes)))
+    colors = matplotlib.colormaps["tab10"]
+    for ax, size in zip(axes, sizes, strict=True):
+        for method in (m for m in METHODS if any(k[:2] == (size, m) for k in points)):
+            index = list(METHODS).index(method)  # a method keeps its colour in every panel
+            keys = sorted(k for k in points if k[:2] == (size, method))
+            distilled = METHODS[method][0] == "distill"
+            for axis_key, dashed in (("minutes_with_teacher" if distilled else "minutes", False),
+                                     *((("minutes", True),) if distilled else ())):
+                shown = [points[k] for k in keys if points[k][axis_key] is not None]
+                if not shown:
+                    continue
+                mean = np.array([p["macro_f1"] for p in shown])
+                error = [mean - [p["macro_f1_min"] for p in shown], [p["macro_f1_max"] for p in shown] - mean]
+                ax.errorbar([p[axis_key] for p in shown], mean, yerr=error, capsize=3, color=colors(index),
+                            linestyle="--" if dashed else "-", marker="o", mfc="none" if dashed else colors(index),
+                            alpha=0.6 if dashed else 1.0,
+                            label=f"{method} (student only)" if dashed else method + (" (incl. teacher)" * distilled))
+            for k in keys:  # the budget of each point, next to its main marker
+                x = points[k]["minutes_with_teacher" if distilled else "minutes"]
+                if x is not None:
+                    label = f"{k[2] / 1000:g}k" if k[2] >= 1000 else str(k[2])
+                    ax.annotate(label, (x, points[k]["macro_f1"]), fontsize=6, textcoords="offset points",
+                                xytext=(4, 4))
+        ax.set_xscale("log")
+        ax.set_xlabel("training minutes (train loop, mean over seeds)\ndistilled: incl. their teacher's (solid), "
+                      "student only (dashed, hollow)")
+        ax.set_ylabel("macro-F1 (validation)")
+        ax.set_title(f"Time to accuracy, N={size} (labels: images seen; bars: min-max over seeds)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    figure.suptitle(f"CPU: {describe_cpus(rows)}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def write_time_to_accuracy(root: Path, rows: Sequence[dict], args: BenchmarkArguments) -> None:
+    if not rows:
+        return
+    (root / "time_to_accuracy.md").write_text(time_to_accuracy_markdown(rows, args))
+    plot_time_to_accuracy(rows, root / "time_to_accuracy.png", args.images_seen)
+
+
+__all__ = [
+    "budget_runs", "plot_time_to_accuracy", "row_images_seen", "run_time_to_accuracy", "time_points",
+    "time_to_accuracy_markdown", "time_to_accuracy_table",
+]
