@@ -15,107 +15,29 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..metrics.intervals import SUMMARY_KEYS, format_interval, interval_bounds
 from ..training.arguments import configure_logging
-from .recipe import CPU_RECIPE, Recipe, stage_arguments
+from .benchmark_runs import (
+    ALL,
+    METHODS,
+    BenchmarkArguments,
+    format_metric,
+    interval_note,
+    metric_cell,
+    read_results,
+    result_row,
+    size_key,
+)
+from .recipe import stage_arguments
 
 logger = logging.getLogger(__name__)
-
-# The small-data ViT changes of Lee et al. (2021): shifted patch tokenization and locality self-attention.
-SMALL_DATA_VIT = {"shifted_patch_tokenization": True, "locality_self_attention": True}
-METHODS: dict[str, tuple[str, dict]] = {
-    # method: (training stage, overrides of the benchmark's recipe)
-    "teacher": ("teacher", {}),
-    "baseline": ("baseline", {}),
-    "distill_hard": ("distill", {"distillation_type": "hard"}),
-    "distill_soft": ("distill", {"distillation_type": "soft"}),
-    "distill_small_data": ("distill", {"distillation_type": "soft", **SMALL_DATA_VIT}),
-    "baseline_small_data": ("baseline", SMALL_DATA_VIT),
-}
-DEFAULT_METHODS = ("teacher", "baseline", "distill_hard", "distill_soft")
-ALL = "all"
-
-
-@dataclass
-class BenchmarkArguments:
-    dataset: str = field(default="../shared/data/cxr3", metadata={"help": "Dataset with train + validation splits"})
-    output_dir: str = field(default="outputs/benchmark")
-    methods: str = field(default=",".join(DEFAULT_METHODS),
-                         metadata={"help": f"Comma-separated subset of {list(METHODS)}"})
-    train_sizes: str = field(default="250,500,1000,all", metadata={"help": "Training-set sizes N ('all' = full)"})
-    seeds: str = field(default="0,1", metadata={"help": "Seeds (subset + initialisation) for the small N"})
-    multi_seed_below: int = field(
-        default=1000, metadata={"help": "N below this runs every seed; larger N run the first seed only "
-                                "(without --budgets)"}
-    )
-    images_seen: int = field(default=9600, metadata={"help": "Training budget of every run, in images"})
-    budgets: str | None = field(
-        default=None, metadata={"help": "Comma-separated images-seen budgets, e.g. 4800,9600,20000: time-to-accuracy "
-                                "mode, each (N, budget, seed, method) its own full run, every seed at every N, "
-                                "distilled students from one teacher per (N, seed); default: one run of "
-                                "--images_seen per (N, seed, method)"})
-    teacher_images_seen: int = field(
-        default=4800, metadata={"help": "With --budgets: the budget of the teacher the distilled students learn from"})
-    image_size: int = field(default=CPU_RECIPE.image_size)
-    patch_size: int = field(default=CPU_RECIPE.patch_size, metadata={"help": "Student patch size"})
-    balancing: str = field(default=CPU_RECIPE.balancing, metadata={"help": "Class balancing of every run"})
-    distillation_alpha: float = field(default=CPU_RECIPE.distillation_alpha)
-    distillation_tau: float = field(default=CPU_RECIPE.distillation_tau)
-    pixel_cache_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/pixel_cache"})
-    latency_repeats: int = field(default=30, metadata={"help": "Timed batch-1 forwards for the CPU latency column"})
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.method_list if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
-        self.size_list  # noqa: B018 - validates the sizes early
-        if self.images_seen <= 0 or self.teacher_images_seen <= 0:
-            raise ValueError("images_seen and teacher_images_seen must be positive")
-        self.budget_list  # noqa: B018 - validates the budgets early
-
-    @property
-    def method_list(self) -> list[str]:
-        return [m.strip() for m in self.methods.split(",") if m.strip()]
-
-    @property
-    def size_list(self) -> list[int | str]:
-        sizes = []
-        for item in (s.strip() for s in self.train_sizes.split(",") if s.strip()):
-            if item != ALL and (not item.isdigit() or int(item) <= 0):
-                raise ValueError(f"train sizes must be positive integers or '{ALL}', got {item!r}")
-            sizes.append(ALL if item == ALL else int(item))
-        return sizes
-
-    @property
-    def budget_list(self) -> list[int] | None:
-        """The images-seen budgets, ascending and without repeats; None without --budgets."""
-        if self.budgets is None:
-            return None
-        items = [s.strip() for s in self.budgets.split(",") if s.strip()]
-        if not items or any(not s.isdigit() or int(s) <= 0 for s in items):
-            raise ValueError(f"budgets must be positive integers, got {self.budgets!r}")
-        return sorted({int(s) for s in items})
-
-    @property
-    def seed_list(self) -> list[int]:
-        return [int(s) for s in self.seeds.split(",") if s.strip()]
-
-    def recipe(self) -> Recipe:
-        return CPU_RECIPE.with_overrides(
-            image_size=self.image_size, patch_size=self.patch_size, balancing=self.balancing,
-            distillation_alpha=self.distillation_alpha, distillation_tau=self.distillation_tau,
-        )
-
 
 def planned_runs(args: BenchmarkArguments) -> list[tuple[int | str, int]]:
     """(N, seed) pairs: every seed below `multi_seed_below`, the first seed above it."""
@@ -179,90 +101,6 @@ def single_budget_rows(rows: Sequence[dict]) -> list[dict]:
     return [r for r in rows if "images_seen" not in r]
 
 
-def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall: float, recipe: Recipe,
-               latency_repeats: int = 30) -> dict:
-    overall, extra = report["overall"], report.get("extra", {})
-    return {
-        "method": method, "train_size": str(size), "seed": seed,
-        "num_train_images": extra.get("num_train_images"),
-        "accuracy": overall["accuracy"], "macro_f1": overall["macro_f1"], "macro_auc": overall.get("macro_auc"),
-        "sensitivity": {name: values.get("sensitivity") for name, values in overall.get("per_class", {}).items()},
-        "per_source_accuracy": {s: v["accuracy"] for s, v in (report.get("per_source") or {}).items()},
-        "train_runtime_s": extra.get("train_runtime_s"), "wall_s": round(wall, 1),
-        "train_images_per_s": extra.get("train_samples_per_second"),
-        "parameters": count_parameters(model_dir),
-        "latency_ms_batch1": cpu_latency_ms(model_dir, recipe.image_size, repeats=latency_repeats),
-        "image_size": recipe.image_size, "intervals": row_intervals(report),
-    }
-
-
-def row_intervals(report: dict) -> dict:
-    """[low, high] of a run's accuracy-type figures, from its metrics.json intervals ({} when it has none)."""
-    intervals = report.get("intervals")
-    if not intervals:
-        return {}
-    overall = intervals["overall"]
-    return {
-        "resampled": overall["resampled"], "confidence": overall["confidence"],
-        "num_resamples": overall["num_resamples"], **{key: interval_bounds(overall[key]) for key in SUMMARY_KEYS},
-        "per_source_accuracy": {source: interval_bounds(values["accuracy"])
-                                for source, values in intervals["per_source"].items()},
-    }
-
-
-def metric_cell(row: dict, key: str, source: str | None = None) -> str:
-    """A row's figure (`key`, or the accuracy on `source`) with its 95 % interval: '0.872 (0.851–0.890)'."""
-    value = row.get(key) if source is None else row["per_source_accuracy"].get(source)
-    intervals = row.get("intervals")
-    if not intervals:  # a row recorded before runs saved intervals
-        return format_metric(value)
-    bounds = intervals.get(key) if source is None else intervals["per_source_accuracy"].get(source)
-    return format_interval(value, bounds)
-
-
-def interval_note(results: Sequence[dict]) -> str:
-    """How the table's intervals were computed, from the rows themselves."""
-    recorded = [r["intervals"] for r in results if r.get("intervals")]
-    if not recorded:
-        return "No run recorded intervals."
-    units = sorted({"patients" if i["resampled"] == "patient" else "images" for i in recorded})
-    resamples = sorted({i["num_resamples"] for i in recorded})
-    missing = len(results) - len(recorded)
-    return (f"In brackets: {recorded[0]['confidence']:.0%} percentile bootstrap intervals resampling the evaluation "
-            f"split's {' or '.join(units)} ({'/'.join(map(str, resamples))} resamples; each run's metrics.json)"
-            + (f"; {missing} older run(s) without intervals." if missing else "."))
-
-
-def read_results(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _load(model_dir: Path):
-    from transformers import AutoModelForImageClassification
-
-    return AutoModelForImageClassification.from_pretrained(model_dir).eval()
-
-
-def count_parameters(model_dir: Path) -> int:
-    return sum(p.numel() for p in _load(model_dir).parameters())
-
-
-@torch.inference_mode()
-def cpu_latency_ms(model_dir: Path, image_size: int, repeats: int = 30, warmup: int = 3) -> float:
-    """Median fp32 forward time of one image (batch 1) on the current torch threads."""
-    model = _load(model_dir)
-    pixels = torch.randn(1, model.config.num_channels, image_size, image_size)
-    times = []
-    for index in range(warmup + repeats):
-        start = time.perf_counter()
-        model(pixel_values=pixels)
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-    return round(1000 * statistics.median(times), 2)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Summary: tables and the data-efficiency curve
 # --------------------------------------------------------------------------------------------------------------
@@ -276,7 +114,7 @@ def write_summary(root: Path, results: Sequence[dict], args: BenchmarkArguments)
 
 
 def summary_markdown(results: Sequence[dict], args: BenchmarkArguments) -> str:
-    largest = max((r["train_size"] for r in results), key=_size_key)
+    largest = max((r["train_size"] for r in results), key=size_key)
     budget = (f"Budget: {args.images_seen} training images seen per run, {args.image_size} px (student patch "
               f"{args.patch_size}), evaluation on the full validation split.")
     lines = [budget, interval_note(results), "", f"### N = {largest}", "", full_table(results, largest), "",
@@ -309,13 +147,13 @@ def curve_points(results: Sequence[dict]) -> dict[str, list[tuple[str, float, fl
     for r in results:
         grouped[(r["method"], r["train_size"])].append(r["macro_f1"])
     points: dict[str, list] = defaultdict(list)
-    for (method, size), values in sorted(grouped.items(), key=lambda item: _size_key(item[0][1])):
+    for (method, size), values in sorted(grouped.items(), key=lambda item: size_key(item[0][1])):
         points[method].append((size, float(np.mean(values)), min(values), max(values), len(values)))
     return points
 
 
 def curve_table(results: Sequence[dict]) -> str:
-    sizes = sorted({r["train_size"] for r in results}, key=_size_key)
+    sizes = sorted({r["train_size"] for r in results}, key=size_key)
     lines = ["| method | " + " | ".join(f"N={s}" for s in sizes) + " |", "|" + "---|" * (len(sizes) + 1)]
     for method in (m for m in METHODS if any(r["method"] == m for r in results)):
         cells = [curve_cell([r for r in results if r["method"] == method and r["train_size"] == size])
@@ -348,12 +186,12 @@ def plot_data_efficiency(results: Sequence[dict], path: Path) -> None:
     figure = Figure(figsize=(6, 4), dpi=120)
     ax = figure.subplots()
     for method, points in curve_points(results).items():
-        x = [sizes_in_images.get(p[0], _size_key(p[0])) for p in points]
+        x = [sizes_in_images.get(p[0], size_key(p[0])) for p in points]
         mean = np.array([p[1] for p in points])
         low, high = mean - np.array([p[2] for p in points]), np.array([p[3] for p in points]) - mean
         ax.errorbar(x, mean, yerr=[low, high], marker="o", capsize=3, label=method)
     ax.set_xscale("log")
-    ticks = sorted({sizes_in_images.get(r["train_size"], _size_key(r["train_size"])) for r in results})
+    ticks = sorted({sizes_in_images.get(r["train_size"], size_key(r["train_size"])) for r in results})
     ax.minorticks_off()
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("training images (patient-level subset)")
@@ -363,15 +201,6 @@ def plot_data_efficiency(results: Sequence[dict], path: Path) -> None:
     ax.legend()
     figure.tight_layout()
     figure.savefig(path)
-
-
-def _size_key(size: str) -> float:
-    return float("inf") if size == ALL else float(size)
-
-
-def format_metric(value: float | None) -> str:
-    """A metric as a table cell (3 decimals; n/a when missing)."""
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def benchmark_main(argv: Sequence[str] | None = None) -> int:

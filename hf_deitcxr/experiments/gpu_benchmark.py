@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 from ..training.arguments import configure_logging
 from ..training.builders import build_student, build_teacher
 from ..training.harness import seed_everything
-from .benchmark import format_metric
+from .benchmark_runs import format_metric
 from .recipe import CPU_RECIPE, Recipe, stage_arguments
 from .tuning import parse_overrides
 

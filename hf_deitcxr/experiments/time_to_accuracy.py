@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .benchmark import (
+from .benchmark_runs import (
     ALL,
     METHODS,
     BenchmarkArguments,
-    _size_key,
     format_metric,
     interval_note,
     read_results,
     result_row,
+    size_key,
 )
 from .hardware import cpu_description
 from .recipe import Recipe, stage_arguments
@@ -192,7 +192,7 @@ def time_to_accuracy_table(points: dict[tuple[str, str, int], dict], size: str) 
 
 def time_to_accuracy_markdown(rows: Sequence[dict], args: BenchmarkArguments) -> str:
     points = time_points(rows, args.images_seen)
-    sizes = sorted({r["train_size"] for r in rows}, key=_size_key)
+    sizes = sorted({r["train_size"] for r in rows}, key=size_key)
     lines = [
         f"Time to accuracy on {args.dataset}: each row is a full run of that many training images seen (its own "
         f"cosine schedule), {args.image_size} px (student patch {args.patch_size}), evaluated on the full "
@@ -217,7 +217,7 @@ def plot_time_to_accuracy(rows: Sequence[dict], path: Path, default_images_seen:
     from matplotlib.figure import Figure
 
     points = time_points(rows, default_images_seen)
-    sizes = sorted({k[0] for k in points}, key=_size_key)
+    sizes = sorted({k[0] for k in points}, key=size_key)
     figure = Figure(figsize=(7 * len(sizes), 5), dpi=120)
     axes = np.atleast_1d(figure.subplots(1, len(sizes)))
     colors = matplotlib.colormaps["tab10"]

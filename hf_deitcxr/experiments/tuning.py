@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..training.arguments import STAGES, configure_logging
-from .benchmark import format_metric, interval_note, metric_cell, read_results, row_intervals
+from .benchmark_runs import format_metric, interval_note, metric_cell, read_results, row_intervals
 from .recipe import CPU_RECIPE, Recipe, stage_arguments
 
 logger = logging.getLogger(__name__)

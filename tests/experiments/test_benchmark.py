@@ -12,9 +12,9 @@ from hf_deitcxr.experiments.benchmark import (
     curve_points,
     full_table,
     planned_runs,
-    row_intervals,
     summary_markdown,
 )
+from hf_deitcxr.experiments.benchmark_runs import row_intervals
 from hf_deitcxr.experiments.recipe import CPU_RECIPE, stage_arguments
 from hf_deitcxr.metrics.report import write_evaluation_report
 from tests.helpers.synthetic import write_imagefolder

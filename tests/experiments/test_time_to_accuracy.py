@@ -10,7 +10,7 @@ import pytest
 from transformers import HfArgumentParser
 
 from hf_deitcxr.cli import main
-from hf_deitcxr.experiments import benchmark, time_to_accuracy
+from hf_deitcxr.experiments import benchmark_runs, time_to_accuracy
 from hf_deitcxr.experiments.benchmark import BenchmarkArguments, run_benchmark
 from hf_deitcxr.experiments.hardware import cpu_description
 from hf_deitcxr.experiments.time_to_accuracy import budget_runs
@@ -58,8 +58,8 @@ def fake_training(monkeypatch):
         return report
 
     monkeypatch.setattr(run, "run_training", fake_run_training)
-    monkeypatch.setattr(benchmark, "count_parameters", lambda model_dir: 5_000_000)
-    monkeypatch.setattr(benchmark, "cpu_latency_ms", lambda *args, **kwargs: 1.5)
+    monkeypatch.setattr(benchmark_runs, "count_parameters", lambda model_dir: 5_000_000)
+    monkeypatch.setattr(benchmark_runs, "cpu_latency_ms", lambda *args, **kwargs: 1.5)
     monkeypatch.setattr(time_to_accuracy, "cpu_description", lambda: FAKE_CPU)
     return calls
 
