@@ -29,6 +29,8 @@ METHODS: dict[str, tuple[str, dict]] = {
 }
 DEFAULT_METHODS = ("teacher", "baseline", "distill_hard", "distill_soft")
 ALL = "all"
+# `run_training` summary timings of the teacher-logit caches (plain, or K augmented views and their bank)
+TEACHER_LOGIT_TIMINGS = ("teacher_logit_cache_s", "view_bank_build_s", "teacher_view_logits_s")
 
 
 @dataclass
@@ -112,6 +114,8 @@ def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall
         "sensitivity": {name: values.get("sensitivity") for name, values in overall.get("per_class", {}).items()},
         "per_source_accuracy": {s: v["accuracy"] for s, v in (report.get("per_source") or {}).items()},
         "train_runtime_s": extra.get("train_runtime_s"), "wall_s": round(wall, 1),
+        # the teacher-logit pass of a cached distillation, outside Trainer's train loop but part of the student's cost
+        "teacher_logits_s": round(sum(extra.get(key) or 0.0 for key in TEACHER_LOGIT_TIMINGS), 1),
         "train_images_per_s": extra.get("train_samples_per_second"),
         "parameters": count_parameters(model_dir),
         "latency_ms_batch1": cpu_latency_ms(model_dir, recipe.image_size, repeats=latency_repeats),
