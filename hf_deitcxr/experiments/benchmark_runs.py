@@ -18,14 +18,18 @@ from .recipe import CPU_RECIPE, Recipe
 
 # The small-data ViT changes of Lee et al. (2021): shifted patch tokenization and locality self-attention.
 SMALL_DATA_VIT = {"shifted_patch_tokenization": True, "locality_self_attention": True}
+SPT_ONLY = {"shifted_patch_tokenization": True, "locality_self_attention": False}
 METHODS: dict[str, tuple[str, dict]] = {
-    # method: (training stage, overrides of the benchmark's recipe)
+    # method: (training stage, overrides of the benchmark's recipe); without an SPT/LSA override a student has the
+    # recipe's architecture
     "teacher": ("teacher", {}),
     "baseline": ("baseline", {}),
     "distill_hard": ("distill", {"distillation_type": "hard"}),
     "distill_soft": ("distill", {"distillation_type": "soft"}),
     "distill_small_data": ("distill", {"distillation_type": "soft", **SMALL_DATA_VIT}),
     "baseline_small_data": ("baseline", SMALL_DATA_VIT),
+    "distill_spt": ("distill", {"distillation_type": "soft", **SPT_ONLY}),
+    "baseline_spt": ("baseline", SPT_ONLY),
 }
 DEFAULT_METHODS = ("teacher", "baseline", "distill_hard", "distill_soft")
 ALL = "all"

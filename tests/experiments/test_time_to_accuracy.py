@@ -224,3 +224,11 @@ def test_cpu_description_has_one_copy_that_names_the_machine():
     described = cpu_description()
     assert f"{os.cpu_count()} logical CPUs" in described and "torch threads" in described and "flags:" in described
     assert bench_view_cache.cpu_description is cpu_description
+
+
+def test_spt_only_methods_switch_on_shifted_patches_and_leave_attention_stock(tmp_path, fake_training):
+    run_benchmark(budget_args(tmp_path / "bench", budgets="32", seeds="0", methods="distill_spt,baseline_spt"))
+    students = {c["dir"].split("/")[-1]: c for c in fake_training if c["stage"] != "teacher"}
+    assert set(students) == {"distill_spt", "baseline_spt"}
+    assert all(c["spt"] is True and c["lsa"] is False for c in students.values())
+    assert students["distill_spt"]["distillation_type"] == "soft" and students["baseline_spt"]["teacher"] is None
