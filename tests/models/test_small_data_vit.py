@@ -1,6 +1,7 @@
 """Shifted Patch Tokenization and Locality Self-Attention (Lee, Lee & Song 2021) in the DeiT student: the shift and
 the patch order checked by hand, the diagonal mask and learnable temperature, saving and loading (own classes,
-remote code, a stock checkpoint underneath), the fused serving forward and the attention rollout."""
+remote code, a stock checkpoint underneath), the Space's classifier and the attention rollout (the fused serving
+forward: tests/serving/test_serving.py)."""
 
 import json
 import os
@@ -28,7 +29,6 @@ from hf_deitcxr.models.deit_cxr.modeling_small_data_vit import (
     shift_diagonally,
 )
 from hf_deitcxr.serving.explain import attention_rollout
-from hf_deitcxr.serving.fast_deit import FusedDeiT
 from hf_deitcxr.serving.predictor import RadiographClassifier
 from tests.helpers.tiny_models import LABELS, tiny_deit_kwargs
 
@@ -201,26 +201,6 @@ def test_stock_checkpoint_underneath_keeps_every_weight_the_options_do_not_repla
                                                                         "deit.embeddings.patch_embeddings"))]
     assert len(kept) > 20 and all(torch.equal(state[k], stock_state[k]) for k in kept)
     assert student(torch.randn(1, 1, 32, 32)).logits.shape == (1, 3)
-
-
-@pytest.mark.parametrize(("spt", "lsa"), [(True, True), (True, False), (False, True)])
-def test_fused_serving_forward_equals_the_model(spt, lsa):
-    model = small_data_student(spt, lsa, num_channels=1)
-    with torch.no_grad():
-        for layer in model.deit.layers:
-            if lsa:  # temperatures that differ per head and from the stock scale
-                layer.attention.attention_scale.uniform_(0.1, 0.6)
-    fused = FusedDeiT.from_model(model)
-    assert fused is not None
-    pixels = torch.randn(1, 1, 32, 32)
-    with torch.inference_mode():
-        expected = model(pixel_values=pixels, output_attentions=True)
-        logits, attentions = fused(pixels, output_attentions=True)
-        logits_sdpa, _ = fused(pixels, output_attentions=False)
-    torch.testing.assert_close(logits, expected.logits, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(logits_sdpa, expected.logits, atol=1e-5, rtol=1e-5)
-    for ours, theirs in zip(attentions, expected.attentions, strict=True):
-        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
 
 
 def test_attention_rollout_of_a_locality_model_is_a_patch_map():

@@ -158,6 +158,18 @@ def test_student_probabilities_match_a_plain_forward_pass(models, predictor):
     assert list(prediction.probabilities.values()) == sorted(prediction.probabilities.values(), reverse=True)
 
 
+def small_data_student(spt: bool, lsa: bool) -> DeiTCXRForImageClassificationWithTeacher:
+    """A student with shifted patch tokenization and/or locality self-attention; LSA temperatures that differ per
+    head and from the stock scale, so a fused forward that ignored them would differ."""
+    config = DeiTCXRConfig(**tiny_deit_kwargs(shifted_patch_tokenization=spt, locality_self_attention=lsa,
+                                              num_channels=1 if spt else 3))
+    model = DeiTCXRForImageClassificationWithTeacher(config)
+    with torch.no_grad():
+        for layer in model.deit.layers if lsa else ():
+            layer.attention.attention_scale.uniform_(0.1, 0.6)
+    return model
+
+
 @pytest.mark.parametrize(
     ("make_model", "channels"),
     [
@@ -167,8 +179,12 @@ def test_student_probabilities_match_a_plain_forward_pass(models, predictor):
             DeiTCXRConfig(**tiny_deit_kwargs(inference_head="distillation", num_channels=1))), 1),
         (lambda: DeiTForImageClassificationWithTeacher(DeiTConfig(**tiny_deit_kwargs())), 3),
         (lambda: DeiTForImageClassification(DeiTConfig(**tiny_deit_kwargs())), 3),
+        (lambda: small_data_student(spt=True, lsa=True), 1),
+        (lambda: small_data_student(spt=True, lsa=False), 1),
+        (lambda: small_data_student(spt=False, lsa=True), 3),
     ],
-    ids=["average", "cls-head", "distillation-head-1ch", "stock-with-teacher", "stock-single-head"],
+    ids=["average", "cls-head", "distillation-head-1ch", "stock-with-teacher", "stock-single-head", "spt-lsa-1ch",
+         "spt-1ch", "lsa"],
 )
 def test_fused_forward_equals_the_transformers_forward(make_model, channels):
     torch.manual_seed(0)
