@@ -175,6 +175,8 @@ def method(config: dict, model_args: dict, data_args: dict | None = None, state:
         else:
             lines.append(f"- Teacher: {teacher_description(config.get('teacher_name_or_path'), teacher)}, frozen, "
                          "run on the same augmented batch as the student.")
+            if cached := teacher_logits_line(data_args):
+                lines.append(cached)
             lines.append(f"- Distillation: **{config.get('distillation_type')}**, alpha "
                          f"{config.get('distillation_alpha')}, tau {config.get('distillation_tau')}: loss = "
                          "(1 − alpha)·CE(class head, labels) + alpha·distillation loss.")
@@ -188,13 +190,33 @@ def method(config: dict, model_args: dict, data_args: dict | None = None, state:
                      + f", {state.get('global_step')} optimiser steps, batch size {state.get('train_batch_size')}"
                      + (f", {extra['train_runtime_s']:.0f} s" if extra.get("train_runtime_s") else "") + ".")
     if data_args:
-        lines.append(f"- Class balancing `{data_args.get('balancing')}`; augmentation "
-                     f"{'on (rotation, translation, scaling, crop, brightness/contrast, noise; no flip)' if data_args.get('augment') else 'off'}"  # noqa: E501
+        lines.append(f"- Class balancing `{data_args.get('balancing')}`; augmentation {augmentation_text(data_args)}"
                      + ("; acquisition/processing augmentation on (resampling, blur, gamma, equalisation strength)"
                         if data_args.get("augment") and data_args.get("acquisition_augment") else "")
                      + ("; framing augmentation on (random crops down to 60 % of the area)"
                         if data_args.get("augment") and data_args.get("framing_augment") else "") + ".")
     return "\n".join(lines)
+
+
+def augmentation_text(data_args: dict) -> str:
+    """The base augmentation of a run, by its preset (off when the run did not augment)."""
+    if not data_args.get("augment"):
+        return "off"
+    if data_args.get("augmentation_preset") == "low_resolution":
+        return ("on, sized for low resolution (rotation ≤ 5°, translation ≤ 3 %, scaling 0.95–1.05, crop, "
+                "brightness/contrast; no noise, no flip)")
+    return "on (rotation, translation, scaling, crop, brightness/contrast, noise; no flip)"
+
+
+def teacher_logits_line(data_args: dict) -> str | None:
+    """How the student got its teacher's logits when they were cached, else None (online, every step)."""
+    views = data_args.get("teacher_views") or 0
+    if views:
+        return (f"- Teacher logits cached once for {views} seeded augmented view(s) of every training image; each "
+                "step the student sees one of them with that view's logits (FKD-style augmented distillation).")
+    if data_args.get("teacher_logit_cache"):
+        return "- Teacher logits cached once per training image (the student trained without augmentation)."
+    return None
 
 
 def preprocessing_line(model_args: dict) -> str:

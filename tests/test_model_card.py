@@ -130,3 +130,16 @@ def test_card_says_when_the_student_needs_remote_code_for_spt_and_lsa(student):
     text = build_model_card(student).content
     assert "uses Locality Self-Attention (Lee, Lee & Song 2021" in text
     assert "Shifted Patch Tokenization" not in text and "`trust_remote_code=True`, not with" in text
+
+
+def test_card_describes_cached_view_logits_and_the_low_resolution_augmentation(student):
+    arguments = json.loads((student / "training_args.json").read_text())
+    assert "Teacher logits cached" not in build_model_card(student).content  # online: every step
+    arguments["data"].update(augment=True, augmentation_preset="low_resolution", teacher_views=4)
+    (student / "training_args.json").write_text(json.dumps(arguments))
+    method = build_model_card(student).content.split("## Method")[1].split("## Results")[0]
+    assert "cached once for 4 seeded augmented view(s)" in method and "sized for low resolution" in method
+    arguments["data"].update(augment=False, teacher_views=0, teacher_logit_cache=True)
+    (student / "training_args.json").write_text(json.dumps(arguments))
+    method = build_model_card(student).content.split("## Method")[1].split("## Results")[0]
+    assert "cached once per training image" in method and "augmentation off" in method
