@@ -25,6 +25,7 @@ from transformers import HfArgumentParser
 from hf_deitcxr.data.augmentation import AUGMENTATION_PRESETS
 from hf_deitcxr.experiments.hardware import cpu_description
 from hf_deitcxr.experiments.recipe import CPU_RECIPE, stage_arguments
+from hf_deitcxr.experiments.tuning import parse_overrides
 from hf_deitcxr.metrics.intervals import format_entry
 from hf_deitcxr.training.arguments import configure_logging
 from hf_deitcxr.training.run import run_training
@@ -42,29 +43,14 @@ class ViewCacheArguments:
     image_size: int = field(default=CPU_RECIPE.image_size)
     pixel_cache_dir: str | None = field(default=None, metadata={"help": "Reuse decoded pixels between the runs"})
     recipe_overrides: str = field(
-        default="", metadata={"help": "More CPU_RECIPE fields for every K, e.g. "
-                              "'shifted_patch_tokenization=true,locality_self_attention=true' (JSON values)"})
+        default="", metadata={"help": "More CPU_RECIPE fields for every K, as `hf-deitcxr tune --overrides`, e.g. "
+                              "'shifted_patch_tokenization=true,locality_self_attention=true'"})
 
     def __post_init__(self) -> None:
         self.view_counts = [int(k) for k in self.views.split(",") if k.strip()]
         if not self.view_counts or any(k < 0 for k in self.view_counts):
             raise ValueError(f"--views must list K >= 0 (0 = online), got {self.views!r}")
-        self.overrides = parse_overrides(self.recipe_overrides)
-        CPU_RECIPE.with_overrides(**self.overrides)  # unknown fields fail here, before any training
-
-
-def parse_overrides(text: str) -> dict:
-    """'a=1,b=true,c=x' -> {"a": 1, "b": True, "c": "x"}: JSON values where they parse, else strings."""
-    overrides = {}
-    for item in (part.strip() for part in text.split(",") if part.strip()):
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"recipe override {item!r} is not name=value")
-        try:
-            overrides[name.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[name.strip()] = value.strip()
-    return overrides
+        self.overrides = parse_overrides(self.recipe_overrides)  # unknown fields fail here, before any training
 
 
 def run_one(args: ViewCacheArguments, num_views: int) -> dict:

@@ -215,5 +215,5 @@ def test_the_benchmark_compares_view_caches_with_online_distillation(tmp_path, o
         assert recorded["data"]["teacher_views"] == int(run_dir[-1]) and recorded["data"]["augment"] is True
         assert recorded["data"]["augmentation_preset"] == "low_resolution"
         assert recorded["model"]["locality_self_attention"] is True  # --recipe_overrides reach every K
-    with pytest.raises(ValueError, match="unknown recipe fields"):
+    with pytest.raises(ValueError, match="unknown recipe field"):
         bench_view_cache.ViewCacheArguments(dataset="d", teacher_dir="t", recipe_overrides="no_such_field=1")
