@@ -114,9 +114,12 @@ def test_quickstart_runs_on_the_bundled_sample(tmp_path):
     assert json.loads((tmp_path / "quickstart.json").read_text())["seed"] == 3
     for stage in ("teacher", "distill"):  # the seed reached each stage's Trainer
         assert json.loads((tmp_path / stage / "training_args.json").read_text())["training"]["seed"] == 3
-    assert AutoModelForImageClassification.from_pretrained(student_dir).config.teacher_name_or_path == str(
-        tmp_path / "teacher"
-    )
+    student_config = AutoModelForImageClassification.from_pretrained(student_dir).config
+    assert student_config.teacher_name_or_path == str(tmp_path / "teacher")
+    # the recipe's student architecture reaches the saved config and the card says what it needs to load
+    assert student_config.shifted_patch_tokenization is CPU_RECIPE.shifted_patch_tokenization
+    assert student_config.locality_self_attention is CPU_RECIPE.locality_self_attention
+    assert ("Shifted Patch Tokenization" in card) is CPU_RECIPE.shifted_patch_tokenization
 
 
 def test_cli_evaluate_and_validate_data(workspace, tmp_path, capsys):
