@@ -218,6 +218,7 @@ def plot_time_to_accuracy(rows: Sequence[dict], path: Path, default_images_seen:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
 
     points = time_points(rows, default_images_seen)
     sizes = sorted({k[0] for k in points}, key=size_key)
@@ -247,6 +248,9 @@ def plot_time_to_accuracy(rows: Sequence[dict], path: Path, default_images_seen:
                     ax.annotate(label, (x, points[k]["macro_f1"]), fontsize=6, textcoords="offset points",
                                 xytext=(4, 4))
         ax.set_xscale("log")
+        # minutes as plain numbers on the log axis (matplotlib's default would print 2x10^0)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
         ax.set_xlabel("training minutes (train loop, mean over seeds)\ndistilled: incl. their teacher's (solid), "
                       "student only (dashed, hollow)")
         ax.set_ylabel("macro-F1 (validation)")
