@@ -13,6 +13,7 @@ from hf_deitcxr.cli import main
 from hf_deitcxr.experiments import benchmark_runs, time_to_accuracy
 from hf_deitcxr.experiments.benchmark import BenchmarkArguments, run_benchmark
 from hf_deitcxr.experiments.hardware import cpu_description
+from hf_deitcxr.experiments.recipe import CPU_RECIPE
 from hf_deitcxr.experiments.time_to_accuracy import budget_runs
 from hf_deitcxr.metrics.intervals import SUMMARY_KEYS
 from tests.helpers.synthetic import write_imagefolder
@@ -88,8 +89,10 @@ def test_budget_mode_trains_one_teacher_per_seed_and_every_method_at_every_budge
     for c in runs:
         distilled = c["stage"] == "distill"
         assert c["teacher"] == (str(out / "runs" / f"nall-seed{c['seed']}-teacher" / "teacher") if distilled else None)
-        small_data = c["dir"].endswith("small_data")
-        assert c["spt"] is small_data and c["lsa"] is small_data
+        # students have the recipe's architecture unless the method overrides it; teachers have no such fields
+        small_data, student = c["dir"].endswith("small_data"), c["stage"] != "teacher"
+        assert c["spt"] is (small_data or (student and CPU_RECIPE.shifted_patch_tokenization))
+        assert c["lsa"] is (small_data or (student and CPU_RECIPE.locality_self_attention))
         assert c["train_subset"] is None
     assert {c["distillation_type"] for c in runs if c["stage"] == "distill"} == {"soft"}
 
