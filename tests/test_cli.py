@@ -10,7 +10,7 @@ SUBCOMMAND_OPTIONS = {
     "train": "--teacher_name_or_path",
     "benchmark": "--methods",
     "tune": "--eval_every_images",
-    "gpu-benchmark": "--teacher_images_seen",
+    "gpu-benchmark": "--peak_tflops",
     "push": "--repo_id",
 }
 
