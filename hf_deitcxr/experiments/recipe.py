@@ -55,8 +55,8 @@ class Recipe:
     # The student's base augmentation (`DataArguments.augmentation_preset`): "default" or "low_resolution".
     student_augmentation_preset: str = "default"
     # Small-data ViT changes for the student (Lee et al. 2021); the checkpoint then needs the package's remote code.
-    # Shifted patch tokens gave the 9600-image student +4.7 points of macro-F1 over 3 seeds at the same cost, LSA
-    # nothing (docs/RESULTS.md "Small-data ViT"); the teacher stage ignores both.
+    # Shifted patch tokens won for the 64-px student at about the same cost, LSA did not (docs/RESULTS.md "Small-data
+    # ViT"); the teacher stage ignores both.
     shifted_patch_tokenization: bool = True
     locality_self_attention: bool = False
 
