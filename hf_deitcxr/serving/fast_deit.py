@@ -42,6 +42,10 @@ class FusedDeiT:
         # SPT: (shift in pixels, LayerNorm weight, bias) of the shifted tokenizer; None for a patch convolution
         self.shifted = _shifted_tokenizer(patch_embeddings, config)
         self.locality = bool(getattr(config, "locality_self_attention", False))
+        # LSA: a token attends to every token but itself; the token count is fixed, so the mask is built once here
+        tokens = 2 + self.grid[0] * self.grid[1]
+        self.itself = torch.eye(tokens, dtype=torch.bool, device=projection.weight.device) if self.locality else None
+        self.attend = ~self.itself if self.locality else None
         self.hidden = config.hidden_size
         self.heads = config.num_attention_heads
         self.head_dim = self.hidden // self.heads
@@ -105,7 +109,6 @@ class FusedDeiT:
         tokens = torch.cat([self.prefix, torch.addmm(self.patch_position, self._patches(pixel_values),
                                                      self.patch_weight)])
         count, width = tokens.shape
-        attend = ~torch.eye(count, dtype=torch.bool, device=tokens.device) if self.locality else None
         attentions = []
         for norm1_w, norm1_b, qkv_w, qkv_b, out_w, out_b, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b in self.layers:
             hidden = F.layer_norm(tokens, (width,), norm1_w, norm1_b, self.eps)
@@ -113,13 +116,13 @@ class FusedDeiT:
             query, key, value = qkv[0], qkv[1], qkv[2]
             if output_attentions:
                 scores = query @ key.transpose(1, 2)
-                if attend is not None:
-                    scores = scores.masked_fill(~attend, float("-inf"))
+                if self.itself is not None:
+                    scores = scores.masked_fill(self.itself, float("-inf"))
                 probabilities = torch.softmax(scores, dim=-1)
                 attentions.append(probabilities.unsqueeze(0))
                 context = probabilities @ value
             else:  # the scale is in the Q weights
-                context = F.scaled_dot_product_attention(query, key, value, attn_mask=attend, scale=1.0)
+                context = F.scaled_dot_product_attention(query, key, value, attn_mask=self.attend, scale=1.0)
             tokens = tokens + F.linear(context.transpose(0, 1).reshape(count, width), out_w, out_b)
             hidden = F.layer_norm(tokens, (width,), norm2_w, norm2_b, self.eps)
             tokens = tokens + F.linear(F.gelu(F.linear(hidden, fc1_w, fc1_b)), fc2_w, fc2_b)
