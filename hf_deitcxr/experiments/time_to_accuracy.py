@@ -129,11 +129,9 @@ def time_points(rows: Sequence[dict], default_images_seen: int) -> dict[tuple[st
         grouped[(r["train_size"], r["method"], row_images_seen(r, default_images_seen))].append(r)
     points = {}
     for key, group in grouped.items():
-        # a student's minutes: its train loop plus its teacher-logit pass (cached distillation)
-        train_s = [r["train_runtime_s"] + r.get("teacher_logits_s", 0.0) for r in group
-                   if r.get("train_runtime_s") is not None]
-        with_teacher = [r["train_runtime_s"] + r.get("teacher_logits_s", 0.0) + r["teacher_train_s"] for r in group
-                        if r.get("train_runtime_s") is not None and r.get("teacher_train_s") is not None]
+        own = [(run_seconds(r), r.get("teacher_train_s")) for r in group]
+        train_s = [seconds for seconds, _ in own if seconds is not None]
+        with_teacher = [seconds + teacher for seconds, teacher in own if seconds is not None and teacher is not None]
         f1 = [r["macro_f1"] for r in group]
         bounds = [(r.get("intervals") or {}).get("macro_f1") for r in group]
         sources = sorted({s for r in group for s in r["per_source_accuracy"]})
@@ -147,6 +145,14 @@ def time_points(rows: Sequence[dict], default_images_seen: int) -> dict[tuple[st
                                                       if s in r["per_source_accuracy"]])) for s in sources},
         }
     return points
+
+
+def run_seconds(row: dict) -> float | None:
+    """A run's own training seconds: its train loop plus a cached distillation's teacher-logit pass (None when the
+    row has no train time)."""
+    if row.get("train_runtime_s") is None:
+        return None
+    return row["train_runtime_s"] + row.get("teacher_logits_s", 0.0)
 
 
 def describe_cpus(rows: Sequence[dict]) -> str:
