@@ -113,7 +113,7 @@ def eval_transform_for_pil(
     """
     mean_t, std_t = normalisation_tensors(mean, std, num_channels)
     pixels = torch.from_numpy(load_grey_resized(image, size, preprocessing))[None, None]
-    return normalise(pixels.to(torch.float32).div_(255.0), mean_t, std_t)
+    return normalise(unit_images(pixels, size), mean_t, std_t)
 
 
 def normalisation_tensors(
