@@ -16,24 +16,34 @@ FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_t
 
 def cpu_description() -> str:
     """The CPU model (lscpu, else /proc/cpuinfo), its logical CPUs and the flags of interest it has."""
-    model, flags = platform.processor() or "unknown CPU", set()
+    model = platform.processor() or "unknown CPU"
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
         if found := re.search(r"^Model name:\s*(.+)$", lscpu, re.MULTILINE):
             model = found.group(1).strip()
     except OSError:
         pass
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        if model.startswith("unknown") and (found := re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)):
-            model = found.group(1).strip()
-        if found := re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.MULTILINE):
-            flags = set(found.group(1).split())
-    except OSError:
-        pass
+    cpuinfo = _cpuinfo()
+    if model.startswith("unknown") and (found := re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)):
+        model = found.group(1).strip()
+    flags = cpu_flags()
     present = [flag for flag in FLAGS_OF_INTEREST if flag in flags]
     return (f"{model}; {os.cpu_count()} logical CPUs, {torch.get_num_threads()} torch threads; "
             f"flags: {', '.join(present) or 'none of ' + ', '.join(FLAGS_OF_INTEREST)}")
 
 
-__all__ = ["FLAGS_OF_INTEREST", "cpu_description"]
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    if found := re.search(r"^flags\s*:\s*(.+)$", _cpuinfo(), re.MULTILINE):
+        return set(found.group(1).split())
+    return set()
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+__all__ = ["FLAGS_OF_INTEREST", "cpu_description", "cpu_flags"]

@@ -13,6 +13,7 @@ import torch
 from transformers import TrainingArguments
 
 from ..training.arguments import DEFAULTS, DataArguments, ModelArguments
+from .hardware import cpu_flags
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,4 @@ def stage_arguments(
 
 def cpu_has_bf16() -> bool:
     """bf16 autocast only where the CPU has native bf16 (AVX512-BF16/AMX); elsewhere it is slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
