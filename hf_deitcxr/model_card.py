@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 
-from .metrics.intervals import format_interval, interval_bounds
+from .model_card_results import eval_results, fmt, interval_description, per_source_table, results_table
 
 # A link to model_cards/template.md, so the template also ships inside the installed package.
 TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
@@ -191,11 +191,24 @@ def method(config: dict, model_args: dict, data_args: dict | None = None, state:
                      + (f", {extra['train_runtime_s']:.0f} s" if extra.get("train_runtime_s") else "") + ".")
     if data_args:
         lines.append(f"- Class balancing `{data_args.get('balancing')}`; augmentation {augmentation_text(data_args)}"
-                     + ("; acquisition/processing augmentation on (resampling, blur, gamma, equalisation strength)"
-                        if data_args.get("augment") and data_args.get("acquisition_augment") else "")
-                     + ("; framing augmentation on (random crops down to 60 % of the area)"
-                        if data_args.get("augment") and data_args.get("framing_augment") else "") + ".")
+                     f"{remedy_augmentation_text(data_args)}.")
     return "\n".join(lines)
+
+
+def remedy_augmentation_text(data_args: dict) -> str:
+    """The shortcut-remedy augmentations of a run (docs/RESULTS.md), as clauses of its training line."""
+    augment, variants = data_args.get("augment"), int(data_args.get("processing_variants") or 0)
+    clauses = [text for on, text in (
+        (augment and data_args.get("acquisition_augment"),
+         "acquisition/processing augmentation on (resampling, blur, gamma, equalisation strength)"),
+        (augment and data_args.get("framing_augment"),
+         "framing augmentation on (random crops down to 60 % of the area)"),
+        (variants, f"{variants} processed variant(s) of every training image (random framing, resampling, blur, gamma, "
+                   "clipped contrast/brightness, global or CLAHE equalisation, JPEG before the preprocessing)"),
+        (variants and data_args.get("variant_targets") == "original",
+         "the variants distilled towards the teacher's logits of the unchanged image"),
+    ) if on]
+    return "".join(f"; {clause}" for clause in clauses)
 
 
 def augmentation_text(data_args: dict) -> str:
@@ -250,92 +263,6 @@ def densenet_name(config: dict) -> str:
     return DENSENET_NAMES.get(tuple(config.get("block_config") or ()), "DenseNet")
 
 
-def eval_results(metrics: dict, dataset_name: str, split: str) -> list[EvalResult]:
-    """model-index entries: overall metrics, per-class metrics and, per source, its own (dataset config) result."""
-    overall = metrics["overall"]
-    common = dict(task_type="image-classification", task_name="Image Classification", dataset_type=dataset_name,
-                  dataset_name=dataset_name, dataset_split=split)
-    results = _summary_results(overall, common, "")
-    for name, values in overall.get("per_class", {}).items():
-        for key, metric_type, pretty in PER_CLASS_METRICS:
-            if values.get(key) is not None:
-                results.append(EvalResult(metric_type=metric_type, metric_name=f"{pretty} ({name})",
-                                          metric_value=values[key], **common))
-    for source, values in sorted((metrics.get("per_source") or {}).items()):
-        source_common = {**common, "dataset_name": f"{dataset_name} (source: {source})", "dataset_config": source}
-        results.extend(_summary_results(values, source_common, f" ({source})"))
-    return results
-
-
-# (metrics.json key, model-index metric type, display name)
-SUMMARY_METRICS = (("accuracy", "accuracy", "accuracy"), ("balanced_accuracy", "balanced_accuracy",
-                   "balanced accuracy"), ("macro_f1", "f1", "macro F1"), ("macro_auc", "roc_auc",
-                   "macro ROC-AUC (one-vs-rest)"), ("ece", "ece", "expected calibration error"))
-PER_CLASS_METRICS = (("sensitivity", "recall", "sensitivity"), ("specificity", "specificity", "specificity"),
-                     ("ppv", "precision", "PPV"), ("npv", "npv", "NPV"), ("f1", "f1", "F1"),
-                     ("auc", "roc_auc", "ROC-AUC"))
-
-
-def _summary_results(values: dict, common: dict, suffix: str) -> list[EvalResult]:
-    return [EvalResult(metric_type=metric_type, metric_name=pretty + suffix, metric_value=values[key], **common)
-            for key, metric_type, pretty in SUMMARY_METRICS if values.get(key) is not None]
-
-
-def results_table(overall: dict, labels: list[str], intervals: dict | None = None) -> str:
-    """Headline metrics and the per-class table; with `intervals` (metrics.json's), each with its 95 % interval."""
-    def shown(key: str) -> str:
-        return with_interval(overall.get(key), intervals, key)
-
-    rows = [f"Accuracy {shown('accuracy')} · balanced accuracy {shown('balanced_accuracy')} · "
-            f"macro-F1 {shown('macro_f1')} · macro ROC-AUC {shown('macro_auc')} · "
-            f"ECE {fmt(overall.get('ece'))} (n = {overall.get('num_examples')})", "",
-            "| class | n | sensitivity | specificity | PPV | NPV | F1 | ROC-AUC |", "|---|---|---|---|---|---|---|---|"]
-    per_class = overall.get("per_class", {})
-    for name in labels:
-        values = per_class.get(name, {})
-        auc = with_interval(values.get("auc"), ((intervals or {}).get("per_class") or {}).get(name), "auc")
-        rows.append(f"| {name} | {values.get('support', 'n/a')} | "
-                    + " | ".join(fmt(values.get(key)) for key in ("sensitivity", "specificity", "ppv", "npv", "f1"))
-                    + f" | {auc} |")
-    return "\n".join(rows)
-
-
-def per_source_table(per_source: dict, intervals: dict | None = None) -> str:
-    if not per_source:
-        return ""
-    rows = ["Per source (images from one hospital/population; AUC is n/a where a source holds a single class):", "",
-            "| source | n | classes present | accuracy | balanced accuracy | macro ROC-AUC |",
-            "|---|---|---|---|---|---|"]
-    for source, values in sorted(per_source.items()):
-        present = ", ".join(name for name, v in values.get("per_class", {}).items() if v.get("support"))
-        own = (intervals or {}).get(source)
-        cells = [with_interval(values.get(key), own, key) for key in ("accuracy", "balanced_accuracy", "macro_auc")]
-        rows.append(f"| {source} | {values.get('num_examples')} | {present} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
-def with_interval(value: float | None, intervals: dict | None, key: str) -> str:
-    """`value` with the 95 % interval of `intervals[key]`; the bare value when metrics.json has no intervals."""
-    if intervals is None:
-        return fmt(value)
-    return format_interval(value, interval_bounds(intervals.get(key)))
-
-
-def interval_description(intervals: dict | None, split: str) -> str:
-    """How the card's intervals were computed (empty when metrics.json has none)."""
-    if not intervals:
-        return ""
-    by_patient = intervals["resampled"] == "patient"
-    unit = "patients" if by_patient else "images"
-    text = (f"In brackets: {intervals['confidence']:.0%} intervals, percentile bootstrap with "
-            f"{intervals['num_resamples']} resamples (seed {intervals['seed']}) of the {split} split's "
-            f"{intervals['num_clusters']} {unit}, per source of that source's {unit}. ")
-    text += ("All images of a drawn patient come along. " if by_patient else
-             "The data had no patient ids, so images of one patient count as independent and the intervals may be "
-             "too narrow. ")
-    return text + f'"CI n/a": too few {unit}, or too few resamples holding every class.'
-
-
 def parameter_count(folder: Path) -> int | None:
     """Parameters in the folder's safetensors weights, from the file headers (no tensor is loaded)."""
     from safetensors import safe_open
@@ -380,10 +307,6 @@ def _read_json(path: Path, required: bool = False) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
-
-
-def fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def fmt_number(value) -> str:

@@ -15,9 +15,10 @@ import io
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,11 @@ _CACHE_FORMAT_VERSION = 1
 
 
 def load_grey_resized(image: Image.Image | str | os.PathLike | Mapping[str, Any], size: int,
-                      preprocessing: GreyPreprocessing | None = None) -> np.ndarray:
-    """One image -> uint8 (size, size) grey array: greyscale first, then `preprocessing.apply` (a PIL bicubic resize
-    without crop, plus border removal / intensity normalisation when it asks for them).
+                      preprocessing: GreyPreprocessing | None = None,
+                      perturb: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """One image -> uint8 (size, size) grey array: greyscale first, then `perturb` if given (a processing
+    augmentation of the full-size grey image), then `preprocessing.apply` (a PIL bicubic resize without crop, plus
+    border removal / intensity normalisation when it asks for them).
 
     Accepts a PIL image, a file path or a `datasets` undecoded image dict (`{"bytes", "path"}`). 16-bit images are
     mapped to 8 bits by their bit depth (floats by their min-max) exactly as the saved image processor and the
@@ -48,6 +51,8 @@ def load_grey_resized(image: Image.Image | str | os.PathLike | Mapping[str, Any]
     """
     with _open_image(image) as opened:
         grey = to_grey_array(opened)[0]
+    if perturb is not None:
+        grey = perturb(grey)
     # np.array: a writable copy (torch.from_numpy warns on PIL's read-only buffer)
     return np.array((preprocessing or GreyPreprocessing()).apply(grey, size))
 
@@ -59,8 +64,10 @@ def preload_images(
     chunk_size: int = 256,
     length: int | None = None,
     preprocessing: GreyPreprocessing | None = None,
+    perturbation: Callable[[int, np.ndarray], np.ndarray] | None = None,
 ) -> torch.Tensor:
-    """Decode every image once -> uint8 tensor (N, 1, size, size).
+    """Decode every image once -> uint8 tensor (N, 1, size, size). `perturbation(i, grey)`, if given, changes the
+    i-th grey image (counted from 0 over `images`) before the preprocessing (`load_grey_resized`'s `perturb`).
 
     Pillow releases the GIL while decoding and resizing, so a thread pool uses all cores without pickling
     images to processes. Images are consumed in chunks so undecoded bytes of the whole data set are never held
@@ -76,9 +83,14 @@ def preload_images(
     chunks: list[np.ndarray] = []
     filled = 0
     pixels = torch.empty((length, 1, size, size), dtype=torch.uint8) if length is not None else None
+    def decode(numbered: tuple[int, Any]) -> np.ndarray:
+        index, image = numbered
+        perturb = partial(perturbation, index) if perturbation is not None else None
+        return load_grey_resized(image, size, preprocessing, perturb)
+
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for chunk in _chunks(iter(images), chunk_size):
-            decoded = np.stack(list(pool.map(lambda image: load_grey_resized(image, size, preprocessing), chunk)))
+        for chunk in _chunks(enumerate(images), chunk_size):
+            decoded = np.stack(list(pool.map(decode, chunk)))
             if pixels is None:
                 chunks.append(decoded)
             elif filled + len(decoded) > length:
@@ -169,9 +181,11 @@ class CachedImageDataset(torch.utils.data.Dataset):
         num_workers: int | None = None,
         cache_dir: str | os.PathLike | None = None,
         preprocessing: GreyPreprocessing | None = None,
+        perturbation: Callable[[int, np.ndarray], np.ndarray] | None = None,
     ) -> CachedImageDataset:
         """Decode a `datasets.Dataset` once (each image through `preprocessing`, see `load_grey_resized`).
-        `extra_columns` default: those of `source`/`patient_id` present.
+        `extra_columns` default: those of `source`/`patient_id` present. `perturbation(i, grey)` changes image i
+        before the preprocessing (`preload_images`); with a `cache_dir` it must have a `cache_key` naming it.
 
         With `cache_dir`, the decoded pixels are saved there keyed by the data set's fingerprint (which
         `datasets` derives from its data files and every transform applied), the image column, the size and the
@@ -189,15 +203,44 @@ class CachedImageDataset(torch.utils.data.Dataset):
         extras = {name: plain[name][:] for name in extra_columns}
 
         preprocessing = preprocessing or GreyPreprocessing()
-        cache_file = _cache_file(ds, image_column, size, cache_dir, preprocessing) if cache_dir is not None else None
+        cache_file = None
+        if cache_dir is not None:
+            cache_file = _cache_file(ds, image_column, size, cache_dir, preprocessing, _perturbation_key(perturbation))
         pixels = _load_cached_pixels(cache_file, len(ds), size)
         if pixels is None:
             images = _undecoded_images(ds, image_column)
-            pixels = preload_images(images, size, num_workers=num_workers, length=len(ds), preprocessing=preprocessing)
+            pixels = preload_images(images, size, num_workers=num_workers, length=len(ds), preprocessing=preprocessing,
+                                    perturbation=perturbation)
             if cache_file is not None:
                 _save_cached_pixels(cache_file, pixels)
         label_names = getattr(ds.features[label_column], "names", None)
         return cls(pixels, labels, extras=extras, label_names=label_names)
+
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[CachedImageDataset]) -> CachedImageDataset:
+        """One data set of `parts` in order (e.g. the images, then processed variants of them); every part must
+        have the same image size, label names and extra columns."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.pixels.shape[1:] != first.pixels.shape[1:] or part.label_names != first.label_names
+                    or set(part.extras) != set(first.extras)):
+                raise ValueError("cannot concatenate cached data sets of different image sizes, label names or "
+                                 "extra columns")
+        extras = {name: [value for part in parts for value in part.extras[name]] for name in first.extras}
+        return cls(torch.cat([part.pixels for part in parts]), torch.cat([part.labels for part in parts]),
+                   extras=extras, label_names=first.label_names)
+
+
+def _perturbation_key(perturbation: Callable | None) -> str | None:
+    if perturbation is None:
+        return None
+    key = getattr(perturbation, "cache_key", None)
+    if not key:
+        raise ValueError("a perturbation cached on disk needs a `cache_key` that names it")
+    return str(key)
 
 
 def _undecoded_images(ds, image_column: str) -> Iterator[Any]:
@@ -212,13 +255,15 @@ def _undecoded_images(ds, image_column: str) -> Iterator[Any]:
 
 
 def _cache_file(ds, image_column: str, size: int, cache_dir: str | os.PathLike,
-                preprocessing: GreyPreprocessing) -> Path:
+                preprocessing: GreyPreprocessing, perturbation_key: str | None = None) -> Path:
     fingerprint = getattr(ds, "_fingerprint", None)
     if not fingerprint:
         raise ValueError("this dataset has no fingerprint to key a pixel cache with; pass cache_dir=None")
     key = f"v{_CACHE_FORMAT_VERSION}|{fingerprint}|{image_column}|{len(ds)}|{size}"
     if not preprocessing.is_stock:  # stock keys unchanged, so caches written before the option stay valid
         key += f"|{preprocessing.intensity_normalization}|border={preprocessing.remove_border}"
+    if perturbation_key is not None:
+        key += f"|{perturbation_key}"
     return Path(cache_dir) / f"pixels-{hashlib.sha256(key.encode()).hexdigest()[:20]}-{size}px.pt"
 
 

@@ -63,6 +63,8 @@ class LosoArguments:
         "help": "Acquisition/processing augmentation in every run"})
     framing_augment: bool = field(default=CPU_RECIPE.framing_augment, metadata={
         "help": "Wider random crops in every run"})
+    processing_variants: int = field(default=CPU_RECIPE.processing_variants, metadata={
+        "help": "Processed variants of every training image in every run (0: off)"})
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
@@ -118,7 +120,8 @@ def run_loso(args: LosoArguments) -> dict[str, Any]:
                                        teacher_batch_size=args.batch_size,
                                        intensity_normalization=args.intensity_normalization,
                                        remove_border=args.remove_border, acquisition_augment=args.acquisition_augment,
-                                       framing_augment=args.framing_augment)
+                                       framing_augment=args.framing_augment,
+                                       processing_variants=args.processing_variants)
     runs: dict[str, dict[str, Any]] = {}
     for run_name in [ALL_SOURCES, *holdouts]:
         run_dir = root / (f"teacher-{ALL_SOURCES}" if run_name == ALL_SOURCES else f"teacher-without-{run_name}")
@@ -242,7 +245,8 @@ def loso_markdown(result: dict[str, Any]) -> str:
         f"{args['image_size']} px, balancing `{args['balancing']}`, intensity normalisation "
         f"`{args.get('intensity_normalization', 'none')}`, border removal {args.get('remove_border', False)}, "
         f"acquisition augmentation {args.get('acquisition_augment', False)}, framing augmentation "
-        f"{args.get('framing_augment', False)}, seed {args['seed']}; evaluated on the "
+        f"{args.get('framing_augment', False)}, processed variants {args.get('processing_variants', 0)}, "
+        f"seed {args['seed']}; evaluated on the "
         f"`{args['eval_split']}` split. Accuracy: value (95 % patient-bootstrap interval, {args['num_resamples']} "
         "resamples); macro-F1 over the classes present in the evaluated images. In-distribution: the run with every "
         "source on all evaluation images; the run without the source on the images of the sources it was trained on.",

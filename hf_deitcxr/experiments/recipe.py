@@ -50,6 +50,12 @@ class Recipe:
     remove_border: bool = True
     acquisition_augment: bool = False
     framing_augment: bool = True
+    # Processed variants of every training image for both stages (`data.processing_augmentation`): acquisition and
+    # processing changes applied before the preprocessing, which the batch augmentation cannot imitate; 0 = off.
+    processing_variants: int = 0
+    # The distillation target of a variant under a cached-logit student: "own" (the teacher's logits of the variant)
+    # or "original" (the unchanged image's, so the target does not move under processing).
+    variant_targets: str = "own"
     # Augmented distillation from cached logits (FKD): K augmented views per training image, built once with their
     # teacher logits; 0 = off. Needs `augment` (the views are augmentations) and replaces the plain logit cache.
     teacher_views: int = 0
@@ -129,6 +135,8 @@ def stage_arguments(
                               augmentation_preset=recipe.student_augmentation_preset if student else "default",
                               acquisition_augment=recipe.acquisition_augment and augment,
                               framing_augment=recipe.framing_augment and augment,
+                              processing_variants=recipe.processing_variants,
+                              variant_targets=recipe.variant_targets if stage == "distill" and not augment else "own",
                               teacher_views=teacher_views,
                               teacher_logit_cache=stage == "distill" and not augment, resume=False)
     budget = {"num_train_epochs": epochs} if epochs is not None else {"max_steps": math.ceil(images_seen / batch_size)}

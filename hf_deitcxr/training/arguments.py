@@ -16,6 +16,7 @@ from ..models.deit_cxr.image_processing_deit_cxr import INTENSITY_NORMALIZATIONS
 
 STAGES = ("teacher", "distill", "baseline")
 TASKS = ("cxr", "mammo")  # mammo has its own arguments: hf_deitcxr.mammo.arguments
+VARIANT_TARGETS = ("own", "original")  # the teacher logits a processed variant is distilled towards
 BALANCING = ("none", "weighted_sampler", "class_weighted_loss", "oversample", "source_balanced")
 STUDENT_PRESETS = {
     # DeiT paper sizes (patch 16): hidden, layers, heads, MLP.
@@ -155,6 +156,20 @@ class DataArguments:
         metadata={"help": "Wider random crops (down to 60 %% of the area, probability 0.5): imitates tighter "
                   "collimation or export framing, a shortcut remedy (docs/RESULTS.md)"},
     )
+    processing_variants: int = field(
+        default=0,
+        metadata={"help": "Add N processed variants of every training image, each the original image after a random "
+                  "acquisition/processing history (framing, resampling, blur, gamma, clipped contrast/brightness, "
+                  "global or CLAHE equalisation, JPEG) and then the saved preprocessing; seeded by --seed, decoded "
+                  "once, and with --augment false still seen by a cached-logit student. 0: off (a shortcut remedy, "
+                  "docs/RESULTS.md)"},
+    )
+    variant_targets: str = field(
+        default="own",
+        metadata={"help": "Distillation targets of the processed variants: own (the teacher's logits of each variant) "
+                  "or original (those of the unchanged image, so the student is taught not to move under a "
+                  "processing change; needs --teacher_logit_cache)", "choices": list(VARIANT_TARGETS)},
+    )
     teacher_logit_cache: bool = field(
         default=False,
         metadata={"help": "Precompute teacher logits once (only allowed with --augment false)"},
@@ -185,6 +200,14 @@ class DataArguments:
         if self.augmentation_preset not in AUGMENTATION_PRESETS:
             raise ValueError(f"augmentation_preset must be one of {sorted(AUGMENTATION_PRESETS)}, got "
                              f"{self.augmentation_preset!r}")
+        if self.processing_variants < 0:
+            raise ValueError(f"--processing_variants must be 0 (off) or a number of variants >= 1, got "
+                             f"{self.processing_variants}")
+        if self.variant_targets not in VARIANT_TARGETS:
+            raise ValueError(f"--variant_targets must be one of {VARIANT_TARGETS}, got {self.variant_targets!r}")
+        if self.variant_targets == "original" and not (self.processing_variants and self.teacher_logit_cache):
+            raise ValueError("--variant_targets original shares the originals' cached teacher logits with their "
+                             "variants: it needs --processing_variants >= 1 and --teacher_logit_cache true")
         if self.teacher_views < 0:
             raise ValueError(f"--teacher_views must be 0 (off) or a number of views >= 1, got {self.teacher_views}")
         if self.teacher_views and not self.augment:

@@ -25,6 +25,7 @@ from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
 from ..data.image_cache import CachedImageDataset
 from ..data.input_spec import InputSpec
+from ..data.processing_augmentation import with_processing_variants
 from ..data.view_bank import AugmentedViewBank, ViewBankCollator
 from ..metrics import per_group_metrics
 from ..metrics.report import write_evaluation_report
@@ -72,6 +73,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     cache = dict(size=model_args.image_size, cache_dir=data_args.pixel_cache_dir,
                  preprocessing=student_spec.preprocessing)
     train_data = CachedImageDataset.from_hf_dataset(train_split, **cache)
+    if data_args.processing_variants:
+        train_data = with_processing_variants(train_data, train_split, data_args.processing_variants,
+                                              seed=training_args.seed, **cache)
     eval_data = CachedImageDataset.from_hf_dataset(eval_split, **cache)
     augmentation = RadiographAugmentation(augmentation_config(data_args)) if data_args.augment else None
     collator_kwargs = dict(
@@ -93,11 +97,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     if model_args.stage == "distill":
         teacher = load_frozen_teacher(model_args, label_names, student_spec, training_args)
         if data_args.teacher_logit_cache:
-            images = distinct_images(train_data)
-            loader = torch.utils.data.DataLoader(images, batch_size=training_args.per_device_eval_batch_size,
-                                                 collate_fn=train_collator)
             start = time.perf_counter()
-            teacher.cache_logits(loader, len(images))
+            cache_teacher_logits(teacher, distinct_images(train_data), train_collator, data_args,
+                                 training_args.per_device_eval_batch_size)
             timings["teacher_logit_cache_s"] = time.perf_counter() - start  # part of the student's cost
         elif data_args.teacher_views:
             # FKD: the student trains on K fixed augmented views whose teacher logits are computed once.
@@ -128,6 +130,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         "eval_split": data_args.eval_split,
         "image_size": model_args.image_size,
         "preprocessing": student_spec.preprocessing.to_dict(),
+        "processing_variants": data_args.processing_variants,
         **({"teacher_views": view_bank.num_views} if view_bank is not None else {}),
         **timings,
     }
@@ -145,6 +148,20 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     if view_bank is not None:
         arguments["view_bank"] = view_bank.describe()
     return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports)
+
+
+def cache_teacher_logits(teacher: FrozenTeacher, images: CachedImageDataset, collator, data_args: DataArguments,
+                         batch_size: int) -> None:
+    """The teacher's logits of every training image, once. With `--variant_targets original` only the originals
+    (the first 1 / (1 + processing_variants) of `images`) go through the teacher and their variants share them: the
+    target does not move under a processing change, which is what the student should learn."""
+    share = data_args.processing_variants and data_args.variant_targets == "original"
+    copies = 1 + data_args.processing_variants if share else 1
+    originals = torch.utils.data.Subset(images, range(len(images) // copies)) if share else images
+    loader = torch.utils.data.DataLoader(originals, batch_size=batch_size, collate_fn=collator)
+    teacher.cache_logits(loader, len(originals))
+    if share:
+        teacher.repeat_logit_cache(copies)
 
 
 def select_sources(split, *, exclude: Sequence[str] = (), keep: Sequence[str] = (), split_name: str = "train"):

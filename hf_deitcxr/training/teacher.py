@@ -124,6 +124,14 @@ class FrozenTeacher(nn.Module):
         self.logit_cache, self.view_logit_cache = cache, None
         return cache
 
+    def repeat_logit_cache(self, times: int) -> torch.Tensor:
+        """The logit cache of N images as that of `times` x N (images i, N + i, 2N + i, ... share image i's logits):
+        processed variants of an image taught with the logits of the original (`--variant_targets original`)."""
+        if self.logit_cache is None or times < 1:
+            raise ValueError("repeat_logit_cache needs a built logit cache (cache_logits) and times >= 1")
+        self.logit_cache = self.logit_cache.repeat(times, 1)
+        return self.logit_cache
+
     @torch.no_grad()
     def cache_view_logits(self, bank: AugmentedViewBank, batch_size: int) -> torch.Tensor:
         """Compute the logits of every view of `bank` once, (K, N, C) float32, and answer from them from now on.

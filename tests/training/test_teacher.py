@@ -124,3 +124,36 @@ def test_cached_teacher_logits_equal_online_ones(tmp_path):
                                    atol=0)
     with pytest.raises(ValueError, match="sample_index"):
         teacher(batch["pixel_values"])
+
+
+@pytest.mark.parametrize("targets", ["own", "original"])
+def test_processed_variants_are_taught_with_their_own_or_the_originals_logits(targets):
+    from hf_deitcxr.training.arguments import DataArguments
+    from hf_deitcxr.training.run import cache_teacher_logits
+
+    originals = images(6)
+    variants = CachedImageDataset(255 - originals.pixels, originals.labels)  # any change the teacher sees
+    data = CachedImageDataset.concatenate([originals, variants])
+    teacher = frozen_teacher()
+    arguments = DataArguments(dataset="data", augment=False, teacher_logit_cache=True, processing_variants=1,
+                              variant_targets=targets)
+    cache_teacher_logits(teacher, data, collator(False, True), arguments, batch_size=4)
+    batch = collator(False, True)([data[i] for i in range(len(data))])
+    online = teacher.online_logits(batch["pixel_values"])
+    assert teacher.logit_cache.shape == online.shape
+    torch.testing.assert_close(teacher.logit_cache[:6], online[:6], rtol=0, atol=0)
+    if targets == "own":
+        torch.testing.assert_close(teacher.logit_cache[6:], online[6:], rtol=0, atol=0)
+    else:
+        torch.testing.assert_close(teacher.logit_cache[6:], online[:6], rtol=0, atol=0)
+        assert not torch.allclose(online[6:], online[:6])
+
+
+@pytest.mark.parametrize("overrides", [dict(variant_targets="original", teacher_logit_cache=True),
+                                       dict(variant_targets="original", processing_variants=1),
+                                       dict(variant_targets="nearest")])
+def test_variant_targets_are_validated(overrides):
+    from hf_deitcxr.training.arguments import DataArguments
+
+    with pytest.raises(ValueError, match="variant_targets"):
+        DataArguments(dataset="data", augment=False, **overrides)

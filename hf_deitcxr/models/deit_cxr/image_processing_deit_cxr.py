@@ -154,7 +154,7 @@ def clahe(grey: np.ndarray, clip_limit: float = CLAHE_CLIP_LIMIT, grid: int = CL
         import torch
     except ImportError as err:
         raise ImportError("intensity_normalization='clahe' needs kornia: pip install kornia") from err
-    tensor = torch.from_numpy(np.ascontiguousarray(grey)).float().div(255.0)[None, None]
+    tensor = torch.from_numpy(np.array(grey, dtype=np.uint8)).float().div(255.0)[None, None]  # a writable copy
     out = kornia.enhance.equalize_clahe(tensor, clip_limit=clip_limit, grid_size=(grid, grid))
     return out[0, 0].mul(255.0).round().clamp(0, 255).to(torch.uint8).numpy()
 
