@@ -1,7 +1,10 @@
-"""Evaluate a saved classifier folder on a dataset split: metrics JSON, confusion matrix and ROC plots."""
+"""Evaluate a saved classifier folder on a dataset split: metrics JSON with intervals and operating points, the
+per-image predictions CSV, and the confusion matrix, ROC and reliability plots."""
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +14,12 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from .data import load_radiograph_dataset
 from .data.collate import RadiographCollator
-from .data.image_cache import CachedImageDataset
+from .data.image_cache import CachedImageDataset, image_references
 from .data.input_spec import InputSpec
 from .metrics.intervals import DEFAULT_NUM_RESAMPLES
 from .metrics.report import write_evaluation_report
+
+PREDICTIONS_FILE = "predictions.csv"
 
 
 @torch.inference_mode()
@@ -38,8 +43,9 @@ def evaluate_model(
 ) -> dict:
     """Metrics of the model at `model_path` on `split` of `dataset`, with 95 % bootstrap intervals.
 
-    Written to `output_dir` (default: `<model_path>/eval-<split>`). The intervals resample the split's patients
-    (its `patient_id` column) with `seed`; images where the data has no patient ids.
+    Written to `output_dir` (default: `<model_path>/eval-<split>`): metrics.json, the plots and `predictions.csv`
+    (one row per image). The intervals resample the split's patients (its `patient_id` column) with `seed`; images
+    where the data has no patient ids.
     """
     model = AutoModelForImageClassification.from_pretrained(model_path).eval()
     processor = AutoImageProcessor.from_pretrained(model_path)
@@ -52,8 +58,33 @@ def evaluate_model(
     collator = RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
     probabilities = predict_probabilities(model, data, collator, batch_size)
     target = Path(output_dir) if output_dir else Path(model_path) / f"eval-{split}"
-    return write_evaluation_report(
+    report = write_evaluation_report(
         target, probabilities, data.labels.numpy(), label_names, sources=data.extras.get("source"),
         extra={"model": str(model_path), "dataset": str(dataset), "split": split},
         patient_ids=data.extras.get("patient_id"), seed=seed, num_resamples=num_resamples,
     )
+    write_predictions_csv(target / PREDICTIONS_FILE, probabilities, data.labels.numpy(), label_names,
+                          images=image_references(datasets[split]), extras=data.extras)
+    return report
+
+
+def write_predictions_csv(path: str | Path, probabilities: np.ndarray, labels: np.ndarray, label_names: Sequence[str],
+                          *, images: Sequence[str | None] | None = None,
+                          extras: dict[str, Sequence] | None = None) -> Path:
+    """One row per image: its file, extra columns (patient_id, source), true and predicted label, correctness and
+    each class's probability (`prob_<class>`), in the data's order."""
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    extras = dict(extras or {})
+    if images is not None and len(images) != len(labels):
+        raise ValueError(f"{len(images)} image references for {len(labels)} labels")
+    header = ["row", "image", *extras, "label", "predicted", "correct", *(f"prob_{name}" for name in label_names)]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for row, (probs, label) in enumerate(zip(probabilities, labels, strict=True)):
+            predicted = int(np.argmax(probs))
+            writer.writerow([row, "" if images is None or images[row] is None else images[row],
+                             *(values[row] for values in extras.values()), label_names[int(label)],
+                             label_names[predicted], int(predicted == int(label)),
+                             *(f"{p:.6f}" for p in probs)])
+    return Path(path)

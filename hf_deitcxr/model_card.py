@@ -15,7 +15,14 @@ from typing import Any
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .model_card_results import eval_results, fmt, interval_description, per_source_table, results_table
+from .model_card_results import (
+    eval_results,
+    fmt,
+    interval_description,
+    operating_points_section,
+    per_source_table,
+    results_table,
+)
 
 # A link to model_cards/template.md, so the template also ships inside the installed package.
 TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
@@ -93,6 +100,7 @@ def build_model_card(
         per_source_table=per_source_table(metrics.get("per_source") or {}, intervals.get("per_source")) if metrics
         else "",
         interval_description=interval_description(intervals.get("overall"), split),
+        operating_points=operating_points_section(metrics.get("operating_points"), split),
         image_size=config.get("image_size"),
         code_files=", ".join(sorted(path.name for path in folder.glob("*.py"))) or "none",
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from huggingface_hub import EvalResult
 
 from .metrics.intervals import format_interval, interval_bounds
+from .metrics.operating_points import operating_points_markdown
 
 
 def eval_results(metrics: dict, dataset_name: str, split: str) -> list[EvalResult]:
@@ -72,6 +73,16 @@ def per_source_table(per_source: dict, intervals: dict | None = None) -> str:
     return "\n".join(rows)
 
 
+def operating_points_section(points: dict | None, split: str) -> str:
+    """The per-class operating points of metrics.json as a card section (empty when it has none)."""
+    if not points:
+        return ""
+    return ("Operating points, each class against the rest (predict the class when its probability ≥ threshold; "
+            f"`reliability_diagram.png` shows calibration). They were chosen on the {split} split itself, so their "
+            "sensitivity and specificity are optimistic there: fix a threshold on validation data and measure it on "
+            "data the choice never saw.\n\n" + operating_points_markdown(points))
+
+
 def with_interval(value: float | None, intervals: dict | None, key: str) -> str:
     """`value` with the 95 % interval of `intervals[key]`; the bare value when metrics.json has no intervals."""
     if intervals is None:
@@ -98,4 +109,5 @@ def fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-__all__ = ["eval_results", "fmt", "interval_description", "per_source_table", "results_table", "with_interval"]
+__all__ = ["eval_results", "fmt", "interval_description", "operating_points_section", "per_source_table",
+           "results_table", "with_interval"]

@@ -143,3 +143,17 @@ def test_card_describes_cached_view_logits_and_the_low_resolution_augmentation(s
     (student / "training_args.json").write_text(json.dumps(arguments))
     method = build_model_card(student).content.split("## Method")[1].split("## Results")[0]
     assert "cached once per training image" in method and "augmentation off" in method
+
+
+def test_card_lists_the_operating_points_of_metrics_json(student):
+    metrics = json.loads((student / "metrics.json").read_text())
+    points = metrics["operating_points"]
+    results = build_model_card(student).content.split("## Results")[1].split("## Limitations")[0]
+    assert "optimistic" in results and "reliability_diagram.png" in results
+    for label in LABELS:
+        youden = points[label]["youden"]
+        assert (f"| {label} | Youden's J max | {youden['threshold']:.3f} | {youden['sensitivity']:.3f} | "
+                f"{youden['specificity']:.3f} |") in results
+    del metrics["operating_points"]  # a metrics.json written before operating points existed
+    (student / "metrics.json").write_text(json.dumps(metrics))
+    assert "Youden" not in build_model_card(student).content

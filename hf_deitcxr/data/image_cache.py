@@ -234,6 +234,12 @@ class CachedImageDataset(torch.utils.data.Dataset):
                    extras=extras, label_names=first.label_names)
 
 
+def image_references(ds, image_column: str = "image") -> list[str | None]:
+    """Where each image of a `datasets.Dataset` came from (its file path; None for images held as bytes only), in
+    row order, without decoding any image: the per-image rows of an evaluation name their files."""
+    return [value.get("path") if isinstance(value, Mapping) else None for value in _undecoded_images(ds, image_column)]
+
+
 def _perturbation_key(perturbation: Callable | None) -> str | None:
     if perturbation is None:
         return None
@@ -286,4 +292,4 @@ def _save_cached_pixels(cache_file: Path, pixels: torch.Tensor) -> None:
     os.replace(partial, cache_file)
 
 
-__all__ = ["CachedImageDataset", "default_num_workers", "load_grey_resized", "preload_images"]
+__all__ = ["CachedImageDataset", "default_num_workers", "image_references", "load_grey_resized", "preload_images"]

@@ -16,10 +16,13 @@ from sklearn.metrics import roc_curve
 
 from . import compute_classification_metrics, group_rows, per_group_metrics
 from .intervals import DEFAULT_NUM_RESAMPLES, bootstrap_intervals, format_entry
+from .operating_points import operating_points
 
 METRICS_FILE = "metrics.json"
 CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 ROC_CURVES_FILE = "roc_curves.png"
+RELIABILITY_FILE = "reliability_diagram.png"
+RELIABILITY_BINS = 10
 # Overall scalars logged by `make_compute_metrics`, besides `sensitivity_<class>`.
 _FLAT_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "ece")
 
@@ -36,11 +39,13 @@ def write_evaluation_report(
     seed: int = 0,
     num_resamples: int = DEFAULT_NUM_RESAMPLES,
 ) -> dict[str, Any]:
-    """Write metrics.json, confusion_matrix.png and roc_curves.png to `output_dir`; return the metrics dict.
+    """Write metrics.json, confusion_matrix.png, roc_curves.png and reliability_diagram.png to `output_dir`; return
+    the metrics dict.
 
     The dict (= metrics.json) has keys `label_names`, `overall`, `per_source` ({} without `sources`), `extra`
-    (e.g. a training summary; {} when not given) and `intervals`: 95 % bootstrap intervals (`evaluation_intervals`)
-    resampling patients by `patient_ids` (one per image), or images when they are not given.
+    (e.g. a training summary; {} when not given), `intervals`: 95 % bootstrap intervals (`evaluation_intervals`)
+    resampling patients by `patient_ids` (one per image), or images when they are not given, and
+    `operating_points`: per-class thresholds (`metrics.operating_points`, chosen on these very data).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +59,7 @@ def write_evaluation_report(
         "extra": _jsonable(dict(extra or {})),
         "intervals": evaluation_intervals(probs, labels_arr, label_names, sources, patient_ids=patient_ids,
                                           seed=seed, num_resamples=num_resamples),
+        "operating_points": operating_points(probs, labels_arr, list(overall["label_names"])),
     }
     (output_dir / METRICS_FILE).write_text(json.dumps(report, indent=2, allow_nan=False))
     overall_intervals = report["intervals"]["overall"]
@@ -61,6 +67,8 @@ def write_evaluation_report(
           output_dir / CONFUSION_MATRIX_FILE)
     _save(_roc_figure(probs, labels_arr.astype(np.int64), report["label_names"], overall_intervals["per_class"]),
           output_dir / ROC_CURVES_FILE)
+    _save(_reliability_figure(probs, labels_arr.astype(np.int64), report["label_names"], overall.get("ece")),
+          output_dir / RELIABILITY_FILE)
     return report
 
 
@@ -212,4 +220,31 @@ def _roc_figure(
     ax.set_ylabel("True positive rate (sensitivity)")
     ax.set_title("One-vs-rest ROC curves")
     ax.legend(loc="lower right")
+    return figure
+
+
+def _reliability_figure(probs: np.ndarray, labels: np.ndarray, label_names: list[str], ece: float | None) -> Figure:
+    """sklearn's `CalibrationDisplay`, one-vs-rest per class and for the top label (the predicted class's
+    probability against whether it was right), equal-width bins."""
+    from sklearn.calibration import CalibrationDisplay
+
+    figure = Figure(figsize=(6, 5.5), layout="constrained")
+    ax = figure.subplots()
+    predicted = probs.argmax(axis=1)
+    curves = [(name, labels == k, probs[:, k]) for k, name in enumerate(label_names)]
+    curves.append(("top label", predicted == labels, probs.max(axis=1)))
+    for name, outcome, score in curves:
+        if outcome.all() or not outcome.any():  # one outcome only: no curve to draw
+            ax.plot([], [], linestyle="none", label=f"{name} (n/a)")
+            continue
+        CalibrationDisplay.from_predictions(outcome, score, n_bins=RELIABILITY_BINS, name=name, ax=ax,
+                                            ref_line=False)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfectly calibrated")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("Mean predicted probability (in each bin)")
+    ax.set_ylabel("Observed frequency of the outcome")
+    ece_text = "n/a" if ece is None else f"{ece:.3f}"
+    ax.set_title(f"Reliability diagram ({RELIABILITY_BINS} bins; ECE {ece_text})")
+    ax.legend(loc="upper left", fontsize="small")
     return figure

@@ -140,11 +140,12 @@ def test_report_writes_files(tmp_path):
     out = tmp_path / "out"
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == report
-    assert set(on_disk) == {"overall", "per_source", "label_names", "extra", "intervals"}
+    assert set(on_disk) == {"overall", "per_source", "label_names", "extra", "intervals", "operating_points"}
     assert on_disk["label_names"] == NAMES and set(on_disk["per_source"]) == {"siteA", "siteB"}
+    assert set(on_disk["operating_points"]) == set(NAMES)
     assert on_disk["extra"] == {"stage": "distill", "steps": 3, "loss": None}
     assert on_disk["overall"]["accuracy"] == pytest.approx(5 / 8)
-    for name in ("confusion_matrix.png", "roc_curves.png"):
+    for name in ("confusion_matrix.png", "roc_curves.png", "reliability_diagram.png"):
         with Image.open(out / name) as image:
             image.verify()
             assert image.format == "PNG" and min(image.size) > 100
