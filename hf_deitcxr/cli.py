@@ -1,4 +1,5 @@
-"""`hf-deitcxr`: train, evaluate, validate-data, benchmark, tune, gpu-benchmark, push, audit, loso and quickstart."""
+"""`hf-deitcxr`: train, evaluate, predict, validate-data, benchmark, tune, gpu-benchmark, push, audit, loso and
+quickstart."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="validation")
     evaluate.add_argument("--output_dir", default=None)
     evaluate.add_argument("--batch_size", type=int, default=32)
+
+    # `predict` hands its arguments to its own argparse parser (hf_deitcxr/serving/batch_predict.py).
+    commands.add_parser("predict", help="predictions of a saved model for image/DICOM files, folders or CSV "
+                        "manifests, one CSV row per file (see --help)", add_help=False)
 
     validate = commands.add_parser("validate-data", help="check a dataset: unreadable files, leakage, counts")
     validate.add_argument("--dataset", required=True)
@@ -87,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .experiments.loso import loso_main
 
         return loso_main(passed_on)
+    if args.command == "predict":
+        from .serving.batch_predict import predict_main
+
+        return predict_main(passed_on)
     if passed_on:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     if args.command == "evaluate":

@@ -12,6 +12,7 @@ SUBCOMMAND_OPTIONS = {
     "tune": "--eval_every_images",
     "gpu-benchmark": "--peak_tflops",
     "push": "--repo_id",
+    "predict": "--heatmaps",
 }
 
 

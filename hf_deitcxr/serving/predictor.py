@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -168,9 +169,13 @@ class RadiographClassifier:
             return grey
         return Image.fromarray(self.preprocessing.frame(np.asarray(grey.convert("L"))))
 
-    def _fill_pixels(self, resized: Image.Image) -> torch.Tensor:
+    def normalise(self, resized: Image.Image, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(C, size, size) float32 model input of a `resize`d grey image: (x / 255 - mean) / std per channel."""
         grey = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8).view(1, self.size, self.size)
-        torch.addcmul(self._shift, grey.to(torch.float32), self._scale, out=self._normalised)
+        return torch.addcmul(self._shift, grey.to(torch.float32), self._scale, out=out)
+
+    def _fill_pixels(self, resized: Image.Image) -> torch.Tensor:
+        self.normalise(resized, out=self._normalised)
         return self._pixels.copy_(self._normalised.unsqueeze(0))  # a cast when the model runs in bf16
 
     def _keep_features(self, module: nn.Module, args, output) -> None:
@@ -181,27 +186,51 @@ class RadiographClassifier:
         """Class probabilities (and a heatmap if `heatmap` and the model supports one) for one grey image
         (`framed`: already `model_view`-ed, so its border is not searched for again)."""
         resized = self.resize(grey, framed=framed)
-        want_rollout = heatmap and self.heatmap_kind == "rollout"
         with self._lock:
-            pixels = self._fill_pixels(resized)
-            if self.fused is not None:
-                logits, attentions = self.fused(pixels, output_attentions=want_rollout)
-            else:
-                extra = {"output_attentions": True} if want_rollout else {}  # not every model takes the argument
-                outputs = self.model(pixel_values=pixels, **extra)
-                logits, attentions = outputs.logits, getattr(outputs, "attentions", None)
-            probabilities = logits[0].float().softmax(-1)
-            order = torch.argsort(probabilities, descending=True)
-            heat = None
-            if want_rollout:
-                grid = self.size // self.model.config.patch_size
-                heat = attention_rollout(attentions, (grid, grid))[0]
-            elif heatmap and self.heatmap_kind == "cam":
-                head = self.model.classifier.weight
-                heat = class_activation_map(self._features, head, order[:1])[0]
-            self._features = None
-        ranked = {self.labels[int(i)]: float(probabilities[i]) for i in order}
-        return Prediction(ranked, heat)
+            probabilities, heat = self._forward(self._fill_pixels(resized), heatmap, self.fused)
+        return self._prediction(probabilities[0], None if heat is None else heat[0])
+
+    @torch.inference_mode()
+    def predict_batch(
+        self, greys: Sequence[Image.Image], heatmap: bool = True, framed: bool = False
+    ) -> list[Prediction]:
+        """`predict` for several images in one forward pass, on the device the model is on (`hf-deitcxr predict`).
+
+        The same `resize` and `normalise` as `predict`; the model's own forward, since the fused one is batch-1.
+        """
+        if not greys:
+            return []
+        device = next(self.model.parameters()).device
+        pixels = torch.stack([self.normalise(self.resize(grey, framed=framed)) for grey in greys])
+        with self._lock:
+            probabilities, heat = self._forward(pixels.to(device, self.dtype), heatmap, None)
+        return [self._prediction(p, None if heat is None else heat[i]) for i, p in enumerate(probabilities)]
+
+    def _forward(
+        self, pixels: torch.Tensor, heatmap: bool, fused: FusedDeiT | None
+    ) -> tuple[torch.Tensor, np.ndarray | None]:
+        """((batch, labels) probabilities on the CPU, (batch, h, w) heatmaps or None); the caller holds the lock."""
+        want_rollout = heatmap and self.heatmap_kind == "rollout"
+        if fused is not None:
+            logits, attentions = fused(pixels, output_attentions=want_rollout)
+        else:
+            extra = {"output_attentions": True} if want_rollout else {}  # not every model takes the argument
+            outputs = self.model(pixel_values=pixels, **extra)
+            logits, attentions = outputs.logits, getattr(outputs, "attentions", None)
+        probabilities = logits.float().softmax(-1)
+        heat = None
+        if want_rollout:
+            grid = self.size // self.model.config.patch_size
+            heat = attention_rollout(attentions, (grid, grid))
+        elif heatmap and self.heatmap_kind == "cam":
+            top = torch.argsort(probabilities, dim=-1, descending=True)[:, 0]
+            heat = class_activation_map(self._features, self.model.classifier.weight, top)
+        self._features = None
+        return probabilities.cpu(), heat
+
+    def _prediction(self, probabilities: torch.Tensor, heat: np.ndarray | None) -> Prediction:
+        order = torch.argsort(probabilities, descending=True)
+        return Prediction({self.labels[int(i)]: float(probabilities[i]) for i in order}, heat)
 
 
 def _checked_fused_forward(model: nn.Module, size: int, with_attentions: bool) -> FusedDeiT | None:
