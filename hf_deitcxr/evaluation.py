@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,46 @@ from .metrics.report import write_evaluation_report
 PREDICTIONS_FILE = "predictions.csv"
 
 
+@dataclass
+class ModelOnSplit:
+    """A saved model (eval mode) and a split's images decoded with its saved preprocessing."""
+
+    model: torch.nn.Module
+    data: CachedImageDataset
+    label_names: list[str]
+    spec: InputSpec
+    images: list[str | None]  # each image's file, in the data's order
+
+    def collator(self) -> RadiographCollator:
+        spec = self.spec
+        return RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
+
+
+def load_model_on_split(model_path: str, dataset: str, split: str) -> ModelOnSplit:
+    """The model at `model_path` and `split` of `dataset` in the model's class order and input convention."""
+    model = AutoModelForImageClassification.from_pretrained(model_path).eval()
+    processor = AutoImageProcessor.from_pretrained(model_path)
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    datasets = load_radiograph_dataset(dataset, class_names=label_names)
+    if split not in datasets:
+        raise ValueError(f"split {split!r} not in {dataset}; available: {list(datasets)}")
+    spec = InputSpec.from_processor(processor, model.config.num_channels)
+    data = CachedImageDataset.from_hf_dataset(datasets[split], size=spec.size, preprocessing=spec.preprocessing)
+    return ModelOnSplit(model, data, label_names, spec, image_references(datasets[split]))
+
+
 @torch.inference_mode()
-def predict_probabilities(model, dataset: CachedImageDataset, collator, batch_size: int = 32) -> np.ndarray:
+def predict_logits(model, dataset: CachedImageDataset, collator, batch_size: int = 32) -> np.ndarray:
+    """The model's served logits (float64, (N, C)) on every image of `dataset`, in order."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator)
-    chunks = []
-    for batch in tqdm(loader, desc="evaluating", unit="batch"):
-        chunks.append(model(pixel_values=batch["pixel_values"]).logits.float().softmax(dim=-1))
+    chunks = [model(pixel_values=batch["pixel_values"]).logits.double()
+              for batch in tqdm(loader, desc="predicting", unit="batch")]
     return torch.cat(chunks).numpy()
+
+
+def predict_probabilities(model, dataset: CachedImageDataset, collator, batch_size: int = 32) -> np.ndarray:
+    logits = torch.from_numpy(predict_logits(model, dataset, collator, batch_size))
+    return logits.float().softmax(dim=-1).numpy()
 
 
 def evaluate_model(
@@ -47,16 +81,9 @@ def evaluate_model(
     (one row per image). The intervals resample the split's patients (its `patient_id` column) with `seed`; images
     where the data has no patient ids.
     """
-    model = AutoModelForImageClassification.from_pretrained(model_path).eval()
-    processor = AutoImageProcessor.from_pretrained(model_path)
-    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    datasets = load_radiograph_dataset(dataset, class_names=label_names)
-    if split not in datasets:
-        raise ValueError(f"split {split!r} not in {dataset}; available: {list(datasets)}")
-    spec = InputSpec.from_processor(processor, model.config.num_channels)
-    data = CachedImageDataset.from_hf_dataset(datasets[split], size=spec.size, preprocessing=spec.preprocessing)
-    collator = RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
-    probabilities = predict_probabilities(model, data, collator, batch_size)
+    loaded = load_model_on_split(model_path, dataset, split)
+    data, label_names = loaded.data, loaded.label_names
+    probabilities = predict_probabilities(loaded.model, data, loaded.collator(), batch_size)
     target = Path(output_dir) if output_dir else Path(model_path) / f"eval-{split}"
     report = write_evaluation_report(
         target, probabilities, data.labels.numpy(), label_names, sources=data.extras.get("source"),
@@ -64,7 +91,7 @@ def evaluate_model(
         patient_ids=data.extras.get("patient_id"), seed=seed, num_resamples=num_resamples,
     )
     write_predictions_csv(target / PREDICTIONS_FILE, probabilities, data.labels.numpy(), label_names,
-                          images=image_references(datasets[split]), extras=data.extras)
+                          images=loaded.images, extras=data.extras)
     return report
 
 

@@ -71,7 +71,8 @@ def test_dry_run_then_push_commits_exactly_the_planned_files(model_dir, tmp_path
             "README.md", "config.json", "configuration_deit_cxr.py", "confusion_matrix.png",
             "eval-validation/metrics.json", "metrics.json", "model.safetensors", "modeling_deit_cxr.py",
             "modeling_small_data_vit.py",
-            "preprocessor_config.json", "roc_curves.png", "trainer_state.json", "training_args.json",
+            "preprocessor_config.json", "reliability_diagram.png", "roc_curves.png", "trainer_state.json",
+            "training_args.json",
         ]
 
         # The real push, as a user runs it: a new process, the endpoint and token from the standard variables.
@@ -96,7 +97,8 @@ def test_dry_run_then_push_commits_exactly_the_planned_files(model_dir, tmp_path
     for path, content in commit.files.items():  # small text files: inline, byte for byte what is on disk
         assert content == (model_dir / path).read_bytes(), path
     # binary files went through Xet storage: the commit references them by the sha256 of the local file
-    assert set(commit.lfs_files) == {"model.safetensors", "confusion_matrix.png", "roc_curves.png"}
+    assert set(commit.lfs_files) == {"model.safetensors", "confusion_matrix.png", "roc_curves.png",
+                                     "reliability_diagram.png"}
     for path, info in commit.lfs_files.items():
         data = (model_dir / path).read_bytes()
         assert info == {"oid": hashlib.sha256(data).hexdigest(), "size": len(data)}

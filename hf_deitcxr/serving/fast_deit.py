@@ -194,8 +194,10 @@ def _fused_head(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"{type(model).__name__} has no DeiT classification head")
     if not all(isinstance(head, nn.Linear) and head.bias is not None for head in heads):
         raise TypeError("the classification heads are not linear layers with bias")
-    weight = torch.cat([mix[0] * heads[0].weight, mix[1] * heads[1].weight], dim=1)
-    bias = mix[0] * heads[0].bias + mix[1] * heads[1].bias
+    # The calibration temperature folds into the head: served logits = (mixed heads) / T, as the model's forward.
+    temperature = float(getattr(model.config, "calibration_temperature", 1.0) or 1.0)
+    weight = torch.cat([mix[0] * heads[0].weight, mix[1] * heads[1].weight], dim=1) / temperature
+    bias = (mix[0] * heads[0].bias + mix[1] * heads[1].bias) / temperature
     return weight.detach().contiguous(), bias.detach().contiguous()
 
 

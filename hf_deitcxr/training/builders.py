@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from torch import nn
@@ -14,6 +15,8 @@ from ..models.deit_cxr.modeling_deit_cxr import DeiTCXRForImageClassificationWit
 from ..models.deit_cxr.pretrained import load_student
 from ..models.densenet import DenseNetConfig, DenseNetForImageClassification
 from .arguments import STUDENT_PRESETS
+
+logger = logging.getLogger(__name__)
 
 
 def label_maps(label_names: Sequence[str]) -> dict:
@@ -95,6 +98,11 @@ def build_teacher(
 def load_trained_teacher(path: str, label_names: Sequence[str]) -> tuple[nn.Module, InputSpec]:
     """A trained teacher for distillation plus its input convention (from its saved image processor)."""
     teacher = AutoModelForImageClassification.from_pretrained(path)
+    if getattr(teacher.config, "calibration_temperature", 1.0) != 1.0:
+        # Distillation (tau, alpha) is defined on the teacher's raw logits; a calibrated teacher serves scaled ones.
+        logger.info("distilling from the teacher's raw logits (ignoring its calibration temperature %g)",
+                    teacher.config.calibration_temperature)
+        teacher.config.calibration_temperature = 1.0
     teacher_labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
     if teacher_labels != list(label_names):
         raise ValueError(

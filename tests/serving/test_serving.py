@@ -176,6 +176,8 @@ def small_data_student(spt: bool, lsa: bool) -> DeiTCXRForImageClassificationWit
         (lambda: DeiTCXRForImageClassificationWithTeacher(DeiTCXRConfig(**tiny_deit_kwargs())), 3),
         (lambda: DeiTCXRForImageClassificationWithTeacher(DeiTCXRConfig(**tiny_deit_kwargs(inference_head="cls"))), 3),
         (lambda: DeiTCXRForImageClassificationWithTeacher(
+            DeiTCXRConfig(**tiny_deit_kwargs(calibration_temperature=2.5))), 3),
+        (lambda: DeiTCXRForImageClassificationWithTeacher(
             DeiTCXRConfig(**tiny_deit_kwargs(inference_head="distillation", num_channels=1))), 1),
         (lambda: DeiTForImageClassificationWithTeacher(DeiTConfig(**tiny_deit_kwargs())), 3),
         (lambda: DeiTForImageClassification(DeiTConfig(**tiny_deit_kwargs())), 3),
@@ -183,8 +185,8 @@ def small_data_student(spt: bool, lsa: bool) -> DeiTCXRForImageClassificationWit
         (lambda: small_data_student(spt=True, lsa=False), 1),
         (lambda: small_data_student(spt=False, lsa=True), 3),
     ],
-    ids=["average", "cls-head", "distillation-head-1ch", "stock-with-teacher", "stock-single-head", "spt-lsa-1ch",
-         "spt-1ch", "lsa"],
+    ids=["average", "cls-head", "calibrated", "distillation-head-1ch", "stock-with-teacher", "stock-single-head",
+         "spt-lsa-1ch", "spt-1ch", "lsa"],
 )
 def test_fused_forward_equals_the_transformers_forward(make_model, channels):
     torch.manual_seed(0)

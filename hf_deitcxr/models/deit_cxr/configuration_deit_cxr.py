@@ -39,6 +39,10 @@ class DeiTCXRConfig(DeiTConfig):
             Locality Self-Attention (same paper): a token's attention to itself is masked out and the softmax scale
             is a learnable temperature per head (initialised at 1/sqrt(head_dim)). Adds one parameter per head and
             layer; the checkpoint then needs this package's classes or remote code too.
+        calibration_temperature (`float`, defaults to 1.0):
+            Temperature scaling (Guo et al. 2017): the served `logits` are divided by it, so the softmax is
+            calibrated while the predicted class is unchanged; fitted after training by `hf-deitcxr calibrate`. The
+            training losses use the heads' raw logits. A stock DeiT class ignores it (uncalibrated logits).
     """
 
     model_type = "deit_cxr"
@@ -51,6 +55,7 @@ class DeiTCXRConfig(DeiTConfig):
     drop_path_rate: float = 0.0
     shifted_patch_tokenization: bool = False
     locality_self_attention: bool = False
+    calibration_temperature: float = 1.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -78,6 +83,9 @@ class DeiTCXRConfig(DeiTConfig):
         for name in ("shifted_patch_tokenization", "locality_self_attention"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        temperature = self.calibration_temperature
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < 1e6:
+            raise ValueError(f"calibration_temperature must be a positive number, got {temperature!r}")
         if self.num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 (greyscale) or 3 (replicated RGB), got {self.num_channels!r}")
         if self.id2label is not None and len(self.id2label) != len(set(self.id2label.values())):
@@ -85,3 +93,4 @@ class DeiTCXRConfig(DeiTConfig):
 
 
 __all__ = ["DeiTCXRConfig"]
+

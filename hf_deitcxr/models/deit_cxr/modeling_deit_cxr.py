@@ -149,15 +149,19 @@ def deit_distillation_loss(
     alpha: float,
     tau: float,
     class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The DeiT objective; returns (total, classification part, distillation part).
 
-    - class head: cross-entropy to the labels (optionally class-weighted);
+    - class head: cross-entropy to the labels (optionally class-weighted, optionally label-smoothed);
     - distillation head: with `teacher_logits`, "hard" = cross-entropy to the teacher's argmax, "soft" = KL divergence
       between temperature-softened distributions times tau², normalised by the number of logits exactly as in the
       DeiT reference code (facebookresearch/deit `losses.py`); without a teacher (`distillation_type="none"`, or
       evaluation batches that carry no teacher logits) the distillation head also learns the labels, so both tokens
       stay trained and the "average" inference head remains meaningful.
+    - `label_smoothing` applies to the cross-entropies to the true labels only, as in DeiT (the paper smooths the
+      true labels; the reference `DistillationLoss` smooths its base criterion, not the cross-entropy to the
+      teacher's argmax): the teacher's hard or soft targets are used as they are.
     - total = (1 - alpha) * classification + alpha * distillation.
     """
     if labels.ndim != 1 or labels.shape[0] != cls_logits.shape[0]:
@@ -165,12 +169,12 @@ def deit_distillation_loss(
     # Losses in fp32: bf16/fp16 log-softmax loses too much precision for the small KL values involved.
     cls_logits, distillation_logits = cls_logits.float(), distillation_logits.float()
     weight = class_weights.to(cls_logits.device, torch.float32) if class_weights is not None else None
-    classification = F.cross_entropy(cls_logits, labels, weight=weight)
+    classification = F.cross_entropy(cls_logits, labels, weight=weight, label_smoothing=label_smoothing)
 
     if teacher_logits is not None and distillation_type == "none":
         raise ValueError("teacher_logits were given but config.distillation_type is 'none'")
     if teacher_logits is None or distillation_type == "none":
-        distillation = F.cross_entropy(distillation_logits, labels, weight=weight)
+        distillation = F.cross_entropy(distillation_logits, labels, weight=weight, label_smoothing=label_smoothing)
     else:
         teacher_logits = teacher_logits.detach().float()
         if teacher_logits.shape != distillation_logits.shape:
@@ -232,6 +236,7 @@ class DeiTCXRForImageClassificationWithTeacher(DeiTForImageClassificationWithTea
         labels: torch.Tensor | None = None,
         teacher_logits: torch.Tensor | None = None,
         class_weights: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
@@ -245,6 +250,8 @@ class DeiTCXRForImageClassificationWithTeacher(DeiTForImageClassificationWithTea
             The teacher's logits on the same (augmented) batch; used by the distillation head.
         class_weights (`torch.Tensor` of shape `(num_labels,)`, *optional*):
             Per-class weights of the label cross-entropy (class-balanced training).
+        label_smoothing (`float`, *optional*, defaults to 0):
+            Label smoothing of the cross-entropy to the labels (not of the distillation term).
         """
         if pixel_values is None:
             raise ValueError("pixel_values is required")
@@ -274,10 +281,12 @@ class DeiTCXRForImageClassificationWithTeacher(DeiTForImageClassificationWithTea
                 self.config.distillation_alpha,
                 self.config.distillation_tau,
                 class_weights,
+                label_smoothing,
             )
         output = DeiTCXRClassifierOutput(
             loss=loss,
-            logits=self.select_inference_logits(cls_logits, distillation_logits),
+            # Temperature scaling of the served logits only: the losses above used the heads' raw logits.
+            logits=self.select_inference_logits(cls_logits, distillation_logits) / self.config.calibration_temperature,
             cls_logits=cls_logits,
             distillation_logits=distillation_logits,
             classification_loss=classification_loss,

@@ -65,6 +65,9 @@ class DenseNetConfig(PreTrainedConfig):
         memory_efficient (`bool`, defaults to `False`):
             Recompute each dense layer's concatenation + bottleneck in the backward pass instead of storing it
             (torchvision's `memory_efficient`): much less activation memory, somewhat slower training.
+        calibration_temperature (`float`, defaults to 1.0):
+            Temperature scaling (Guo et al. 2017): the output `logits` are divided by it (the loss uses the raw
+            ones), fitted after training by `hf-deitcxr calibrate`; the predicted class is unchanged.
 
     Example:
 
@@ -86,6 +89,7 @@ class DenseNetConfig(PreTrainedConfig):
     num_channels: int = 3
     image_size: int = 224
     memory_efficient: bool = False
+    calibration_temperature: float = 1.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -141,6 +145,8 @@ class DenseNetConfig(PreTrainedConfig):
             )
         if not isinstance(self.memory_efficient, bool):
             raise ValueError(f"memory_efficient must be a bool, got {self.memory_efficient!r}")
+        if not _is_number(self.calibration_temperature) or not 0 < self.calibration_temperature < 1e6:
+            raise ValueError(f"calibration_temperature must be a positive number, got {self.calibration_temperature!r}")
 
 
 def _as_comparable(value):

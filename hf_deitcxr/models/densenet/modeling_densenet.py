@@ -266,8 +266,9 @@ class DenseNetForImageClassification(DenseNetPreTrainedModel):
                 raise ValueError("labels were given but the model has no classification head (num_labels=0)")
             loss = self.loss_function(labels, logits, self.config)
 
+        # Temperature scaling after the loss: training sees the raw logits, the outputs are calibrated.
         output = ImageClassifierOutputWithNoAttention(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states
+            loss=loss, logits=logits / self.config.calibration_temperature, hidden_states=outputs.hidden_states
         )
         return output if return_dict else output.to_tuple()
 
