@@ -1,5 +1,5 @@
-"""`hf-deitcxr`: train, evaluate, predict, validate-data, benchmark, tune, gpu-benchmark, push, audit, loso and
-quickstart."""
+"""`hf-deitcxr`: train, evaluate, calibrate, predict, validate-data, benchmark, tune, gpu-benchmark, push, audit, loso
+and quickstart."""
 
 from __future__ import annotations
 
@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("loso", help="leave-one-source-out: the teacher trained with and without each source, "
                         "tested on it (see --help)", add_help=False)
 
+    calibrate = commands.add_parser("calibrate", help="fit temperature scaling on a dataset split and store it in the "
+                                    "model folder's config.json (calibration.json: ECE/NLL before and after)")
+    calibrate.add_argument("model", help="saved model folder")
+    calibrate.add_argument("--dataset", required=True, help="dataset (same forms as for training)")
+    calibrate.add_argument("--split", default="validation", help="the held-out split to fit on (never a test split)")
+    calibrate.add_argument("--batch_size", type=int, default=32)
+
     quickstart = commands.add_parser("quickstart", help="teacher -> distilled student -> evaluation, on CPU")
     quickstart.add_argument("--dataset", default=None, help="default: ../shared/data/cxr3, else bundled sample")
     quickstart.add_argument("--output_dir", default="outputs/quickstart")
@@ -103,6 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         report = evaluate_model(args.model, args.dataset, args.split, args.output_dir, args.batch_size)
         print(json.dumps(report["overall"], indent=2, default=str))
+        return 0
+    if args.command == "calibrate":
+        from .calibration import calibrate_model
+
+        summary = calibrate_model(args.model, args.dataset, args.split, args.batch_size)
+        print(json.dumps({key: summary[key] for key in summary if key.startswith(("temperature", "ece", "nll"))},
+                         indent=2))
         return 0
     if args.command == "validate-data":
         return validate_data(args)

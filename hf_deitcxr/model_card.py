@@ -16,6 +16,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from .model_card_results import (
+    calibration_section,
     eval_results,
     fmt,
     interval_description,
@@ -101,6 +102,7 @@ def build_model_card(
         else "",
         interval_description=interval_description(intervals.get("overall"), split),
         operating_points=operating_points_section(metrics.get("operating_points"), split),
+        calibration=calibration_section(config, _read_json(folder / "calibration.json")),
         image_size=config.get("image_size"),
         code_files=", ".join(sorted(path.name for path in folder.glob("*.py"))) or "none",
     )

@@ -83,6 +83,21 @@ def operating_points_section(points: dict | None, split: str) -> str:
             "data the choice never saw.\n\n" + operating_points_markdown(points))
 
 
+def calibration_section(config: dict, calibration: dict | None) -> str:
+    """What the card says about the served probabilities: calibrated by temperature scaling or not."""
+    temperature = config.get("calibration_temperature", 1.0)
+    if not calibration or temperature == 1.0:
+        return ("Probabilities are the softmax of the raw logits (not calibrated; `hf-deitcxr calibrate` fits a "
+                "temperature on a held-out split).")
+    cross = calibration.get("ece_after_cross_fitted")
+    return (f"Calibration: temperature scaling, T = {temperature:.3f}, fitted on the {calibration.get('split')} split "
+            f"({calibration.get('num_examples')} images): ECE {fmt(calibration.get('ece_before'))} → "
+            f"{fmt(calibration.get('ece_after'))} on that split"
+            + (f" ({fmt(cross)} cross-fitted over two patient folds)" if cross is not None else "")
+            + ". The model classes of this repository divide the served logits by T (the predicted class is "
+            "unchanged); the metrics above were measured before calibration, and a stock DeiT class ignores T.")
+
+
 def with_interval(value: float | None, intervals: dict | None, key: str) -> str:
     """`value` with the 95 % interval of `intervals[key]`; the bare value when metrics.json has no intervals."""
     if intervals is None:
@@ -109,5 +124,5 @@ def fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-__all__ = ["eval_results", "fmt", "interval_description", "operating_points_section", "per_source_table",
-           "results_table", "with_interval"]
+__all__ = ["calibration_section", "eval_results", "fmt", "interval_description", "operating_points_section",
+           "per_source_table", "results_table", "with_interval"]

@@ -110,3 +110,33 @@ def test_invalid_temperatures_are_refused(value):
         DeiTCXRConfig(**tiny_deit_kwargs(calibration_temperature=value))
     with pytest.raises(ValueError, match="calibration_temperature"):
         DenseNetConfig(calibration_temperature=value)
+
+
+def test_the_calibrate_command_prints_the_fit_and_refuses_a_folder_without_a_model(tmp_path, capsys):
+    from hf_deitcxr.cli import main
+
+    torch.manual_seed(1)
+    folder = tmp_path / "model"
+    DeiTCXRForImageClassificationWithTeacher(DeiTCXRConfig(**tiny_deit_kwargs())).save_pretrained(folder)
+    make_image_processor(image_size=32).save_pretrained(folder)
+    data = write_imagefolder(tmp_path / "data", {"train": 2, "validation": 6})
+    assert main(["calibrate", str(folder), "--dataset", str(data)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    stored = json.loads((folder / "calibration.json").read_text())
+    assert stored["split"] == "validation" and printed["temperature"] == stored["temperature"] > 0
+    assert printed["ece_before"] == stored["ece_before"] and "nll_after_cross_fitted" in printed
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        main(["calibrate", str(tmp_path / "empty"), "--dataset", str(data)])
+
+
+def test_the_model_card_states_the_calibration(tmp_path):
+    from hf_deitcxr.model_card import build_model_card
+    from tests.helpers.model_folder import save_tiny_model_folder
+
+    student = save_tiny_model_folder(tmp_path)
+    assert "not calibrated; `hf-deitcxr calibrate`" in build_model_card(student).content
+    data = write_imagefolder(tmp_path / "data", {"train": 2, "validation": 6})
+    summary = calibrate_model(student, str(data))
+    text = build_model_card(student).content
+    assert f"T = {summary['temperature']:.3f}, fitted on the validation split" in text
+    assert f"ECE {summary['ece_before']:.3f} → {summary['ece_after']:.3f}" in text
