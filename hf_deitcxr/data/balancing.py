@@ -137,14 +137,16 @@ def oversample_indices(labels: Labels, num_classes: int, seed: int = 0) -> list[
 
 
 def weighted_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+    logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Cross-entropy with optional per-class weights (a weighted batch mean, as in `F.cross_entropy`)."""
+    """Cross-entropy with optional per-class weights (a weighted batch mean, as in `F.cross_entropy`) and label
+    smoothing (`F.cross_entropy`'s: the target is (1 - e) one-hot + e / num_classes)."""
     if class_weights is not None:
         if class_weights.shape != (logits.shape[-1],):
             raise ValueError(f"{tuple(class_weights.shape)} class weights for {logits.shape[-1]} classes")
         class_weights = class_weights.to(device=logits.device, dtype=torch.float32)
-    return F.cross_entropy(logits.float(), labels, weight=class_weights)
+    return F.cross_entropy(logits.float(), labels, weight=class_weights, label_smoothing=label_smoothing)
 
 
 @dataclass

@@ -32,6 +32,10 @@ class DistillationTrainer(Trainer):
     - `class_weights`: class-balanced cross-entropy (see `hf_deitcxr.data.balancing`).
     - `train_sampler`: e.g. a class-balancing `WeightedRandomSampler` (single process).
 
+    `args.label_smoothing_factor` smooths the cross-entropy to the labels of every model, in training and in the
+    evaluation loss as Trainer's own `LabelSmoother` does (that smoother never runs: `compute_loss` is ours). The
+    distillation term is left unsmoothed (see `deit_distillation_loss`).
+
     Resuming (`train(resume_from_checkpoint=...)`) and `load_best_model_at_end` load checkpoints the way
     `from_pretrained` does (see `load_checkpoint_weights`), since our checkpoints are written in the Hub layout.
     The loss parts (`loss_ce`, `loss_distill`) are logged separately next to `loss`.
@@ -95,7 +99,8 @@ class DistillationTrainer(Trainer):
             # Evaluation batches carry no teacher logits: their loss is the label loss of both heads.
             teacher_logits = (self.teacher_logits(inputs["pixel_values"], sample_index, view_index) if model.training
                               else None)
-            outputs = model(**inputs, labels=labels, teacher_logits=teacher_logits, class_weights=self.class_weights)
+            outputs = model(**inputs, labels=labels, teacher_logits=teacher_logits, class_weights=self.class_weights,
+                            label_smoothing=self.args.label_smoothing_factor)
             loss = outputs.loss
             if model.training:
                 self._accumulate("loss_ce", outputs.classification_loss)
@@ -105,7 +110,8 @@ class DistillationTrainer(Trainer):
             # cross-entropy; the model files keep their own `F.cross_entropy` call because, copied next to
             # checkpoints for remote code, they may import only torch and transformers.
             outputs = model(**inputs)
-            loss = weighted_cross_entropy(outputs.logits, labels, self.class_weights)
+            loss = weighted_cross_entropy(outputs.logits, labels, self.class_weights,
+                                          label_smoothing=self.args.label_smoothing_factor)
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
 
     def teacher_logits(self, pixel_values: torch.Tensor, sample_index: torch.Tensor | None,
