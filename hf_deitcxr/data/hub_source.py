@@ -1,8 +1,10 @@
-"""A Hugging Face Hub image-classification dataset standardised to the schema of every other source."""
+"""A Hugging Face Hub image-classification dataset (or one saved with `save_to_disk`) standardised to the schema of
+every other source."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import datasets
 
@@ -31,14 +33,44 @@ def load_hub(
             f"{repo_id!r} is not an existing local path, and loading it as a Hub dataset failed: "
             f"{type(err).__name__}: {err}"
         ) from err
+    return standardise_loaded(loaded, f"Hub dataset {repo_id!r}", label_column, image_column, class_names, aliases)
+
+
+def load_saved(
+    folder: Path,
+    label_column: str,
+    image_column: str,
+    class_names: Sequence[str] | None,
+    aliases: Mapping[str, str],
+) -> datasets.DatasetDict:
+    """A `Dataset`/`DatasetDict` written by `save_to_disk` (e.g. a Hub dataset prepared offline), standardised."""
+    loaded = datasets.load_from_disk(str(folder))
+    return standardise_loaded(loaded, f"saved dataset {str(folder)!r}", label_column, image_column, class_names,
+                              aliases)
+
+
+def is_saved_dataset(folder: Path) -> bool:
+    """Whether `folder` was written by `save_to_disk` (the marker files `load_from_disk` itself looks for)."""
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def standardise_loaded(
+    loaded: datasets.Dataset | datasets.DatasetDict,
+    where: str,
+    label_column: str,
+    image_column: str,
+    class_names: Sequence[str] | None,
+    aliases: Mapping[str, str],
+) -> datasets.DatasetDict:
+    """`loaded` (one split is train) in the common schema: splits aliased, columns renamed, one ClassLabel."""
     if isinstance(loaded, datasets.Dataset):
         loaded = datasets.DatasetDict({"train": loaded})
     renamed = {aliases.get(name.lower(), name): split for name, split in loaded.items()}
     if not renamed or all(len(split) == 0 for split in renamed.values()):
-        raise ValueError(f"Hub dataset {repo_id!r} is empty")
+        raise ValueError(f"{where} is empty")
     for name, split in renamed.items():
-        _require_columns(split, (image_column, label_column), f"{repo_id} [{name}]")
-    names = _hub_class_names(renamed, label_column, class_names, repo_id)
+        _require_columns(split, (image_column, label_column), f"{where} [{name}]")
+    names = _hub_class_names(renamed, label_column, class_names, where)
     standard = {
         name: _standardise_split(split, name, label_column, image_column, names) for name, split in renamed.items()
     }

@@ -1,4 +1,5 @@
-"""Load radiograph classification data from the Hub, an imagefolder, a CSV manifest or a folder of DICOMs.
+"""Load radiograph classification data from the Hub, an imagefolder, a CSV manifest, a folder of DICOMs or a
+`datasets` `save_to_disk` folder (standardised like a Hub dataset).
 
 Every source becomes the same `datasets.DatasetDict` with exactly these columns in every split:
 
@@ -39,7 +40,7 @@ from pathlib import Path
 import datasets
 
 from .dicom_cache import convert_dicoms, dicom_cache_dir
-from .hub_source import load_hub
+from .hub_source import is_saved_dataset, load_hub, load_saved
 from .local_sources import records_from_directory, records_from_manifest
 from .records import (
     DICOM_EXTENSIONS,
@@ -79,13 +80,22 @@ def load_radiograph_dataset(
 
     class_names: the class order of the `label` ClassLabel (default: sorted label names).
     split_names: extra source-split -> output-split aliases on top of `SPLIT_ALIASES` ({"holdout": "test"}).
-    label_column: label column of metadata files, manifests and Hub datasets.
-    image_column: image column of Hub datasets (manifests use `path` or `file_name`).
+    label_column: label column of metadata files, manifests and Hub or saved datasets.
+    image_column: image column of Hub or saved datasets (manifests use `path` or `file_name`, else this column;
+        imagefolders refuse anything but the default). revision: of a Hub dataset (refused for a local path).
     cache_dir: where decoded DICOMs are written as PNG. num_workers: threads for DICOM conversion.
     """
     aliases = {**SPLIT_ALIASES, **{k.lower(): v for k, v in (split_names or {}).items()}}
     path = Path(source).expanduser().absolute()  # the image column must not depend on the working directory
+    if revision is not None and path.exists():
+        raise ValueError(f"revision {revision!r} applies to Hub datasets only; {str(source)!r} is a local path")
+    if path.is_dir() and is_saved_dataset(path):
+        dataset_dict = load_saved(path, label_column, image_column, class_names, aliases)
+        return _carve_missing_splits(dataset_dict, validation_fraction, test_fraction, seed)
     if path.is_dir():
+        if image_column != "image":  # an imagefolder names its images by file_name (metadata) or by file
+            raise ValueError(f"image_column {image_column!r} applies to Hub or saved datasets and manifests, not "
+                             f"to the imagefolder {str(source)!r} (its metadata names images by `file_name`)")
         records = records_from_directory(path, label_column, aliases)
     elif path.is_file():
         if path.suffix.lower() not in MANIFEST_EXTENSIONS:
