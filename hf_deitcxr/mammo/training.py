@@ -26,6 +26,7 @@ from ..data.input_spec import normalization_from_image_processor
 from ..metrics.report import write_evaluation_report
 from ..training.arguments import configure_logging, parse_with_training_defaults
 from ..training.harness import save_and_evaluate, seed_everything, train_model, training_summary
+from ..training.trainer_flags import RadiographTrainingArguments
 from .arguments import MammoDataArguments, MammoModelArguments, mammography_augmentation
 from .builders import build_mammo_model, make_mammo_processor
 from .dataset import MammoExamDataset, MultiViewCollator
@@ -122,7 +123,7 @@ def _headline(metrics: dict) -> dict:
 
 
 def parse_mammo_arguments(argv: Sequence[str]) -> tuple[MammoModelArguments, MammoDataArguments, TrainingArguments]:
-    return parse_with_training_defaults((MammoModelArguments, MammoDataArguments, TrainingArguments), argv)
+    return parse_with_training_defaults((MammoModelArguments, MammoDataArguments, RadiographTrainingArguments), argv)
 
 
 def mammo_train_main(argv: Sequence[str] | None = None) -> int:

@@ -9,10 +9,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
 from ..data.augmentation import AUGMENTATION_PRESETS
 from ..models.deit_cxr.image_processing_deit_cxr import INTENSITY_NORMALIZATIONS, GreyPreprocessing
+from .trainer_flags import RadiographTrainingArguments
 
 STAGES = ("teacher", "distill", "baseline")
 TASKS = ("cxr", "mammo")  # mammo has its own arguments: hf_deitcxr.mammo.arguments
@@ -112,7 +113,19 @@ class DataArguments:
     dataset: str = field(
         default=None,
         metadata={"help": "Hub dataset id, imagefolder directory (optional metadata.csv), CSV manifest "
-                  "(path,label[,patient_id][,source][,split]) or folder of DICOM files"},
+                  "(path,label[,patient_id][,source][,split]), folder of DICOM files or a `datasets` save_to_disk "
+                  "folder"},
+    )
+    image_column: str = field(
+        default="image",
+        metadata={"help": "Image column of a Hub or `save_to_disk` dataset (a CSV manifest's path column is `path` or "
+                  "`file_name`, else this one)"},
+    )
+    label_column: str = field(
+        default="label", metadata={"help": "Label column of a Hub or saved dataset, a manifest or metadata.csv"}
+    )
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub dataset (Hub datasets only)"}
     )
     class_names: str | None = field(
         default=None, metadata={"help": "Comma-separated class order (default: sorted label names)"}
@@ -272,8 +285,10 @@ def parse_with_training_defaults(dataclass_types: tuple[type, ...], argv: Sequen
     return parser.parse_args_into_dataclasses(args=list(argv))
 
 
-def parse_training_arguments(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
-    return parse_with_training_defaults((ModelArguments, DataArguments, TrainingArguments), argv)
+def parse_training_arguments(
+    argv: Sequence[str],
+) -> tuple[ModelArguments, DataArguments, RadiographTrainingArguments]:
+    return parse_with_training_defaults((ModelArguments, DataArguments, RadiographTrainingArguments), argv)
 
 
 def requested_task(argv: Sequence[str]) -> str:

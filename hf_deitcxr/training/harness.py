@@ -22,6 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from ..metrics.report import make_compute_metrics
 from .teacher import FrozenTeacher
 from .trainer import DistillationTrainer
+from .trainer_flags import check_trainer_flags, early_stopping_callbacks, save_run_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ def train_model(
     train_sampler: torch.utils.data.Sampler | None = None,
     callbacks: list | None = None,
 ) -> tuple[DistillationTrainer, TrainOutput]:
-    """Build the `DistillationTrainer` and train, from the checkpoint `checkpoint_to_resume` finds if any."""
+    """Build the `DistillationTrainer` and train, from the checkpoint `checkpoint_to_resume` finds if any; writes
+    `train_results.json` (and `all_results.json`) to `output_dir`."""
+    check_trainer_flags(training_args)  # also for arguments not parsed from a command line
     # Our collators build the batches; Trainer must neither drop their keys nor guess the label key.
     training_args.remove_unused_columns = False
     training_args.label_names = ["labels"]
@@ -98,9 +101,10 @@ def train_model(
         teacher=teacher,
         class_weights=class_weights,
         train_sampler=train_sampler,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *early_stopping_callbacks(training_args)],
     )
     train_result = trainer.train(resume_from_checkpoint=checkpoint_to_resume(training_args, resume))
+    save_run_metrics(trainer, "train", train_result.metrics, len(distinct_images(train_data)))
     return trainer, train_result
 
 
@@ -113,11 +117,14 @@ def training_summary(trainer: DistillationTrainer, train_result: TrainOutput) ->
     }
 
 
-def predict_probabilities(trainer: DistillationTrainer, dataset: torch.utils.data.Dataset) -> np.ndarray:
-    """Softmax probabilities of the model on `dataset` (with the evaluation collator), one row per item."""
-    prediction = trainer.predict(dataset)
+def predict_probabilities(
+    trainer: DistillationTrainer, dataset: torch.utils.data.Dataset, metric_key_prefix: str = "test"
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Softmax probabilities of the model on `dataset` (with the evaluation collator), one row per item, and
+    Trainer's metrics of that pass (`<metric_key_prefix>_loss`, `_accuracy`, ..., `_runtime`)."""
+    prediction = trainer.predict(dataset, metric_key_prefix=metric_key_prefix)
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    return torch.softmax(torch.from_numpy(np.asarray(logits)).float(), dim=-1).numpy()
+    return torch.softmax(torch.from_numpy(np.asarray(logits)).float(), dim=-1).numpy(), prediction.metrics
 
 
 def save_and_evaluate(
@@ -127,20 +134,39 @@ def save_and_evaluate(
     summary: dict[str, Any],
     arguments: dict[str, Any],
     write_reports: Callable[[Path, np.ndarray, dict[str, Any]], dict],
+    *,
+    model_card: bool = False,
 ) -> dict:
     """Save the Hub-ready folder (weights + modeling code, image processor, trainer state), predict `eval_data` and
-    write the run's reports with `write_reports(output_dir, probabilities, summary)` plus `training_args.json`
-    (`arguments`). Returns the report; processes other than the main one only predict and return `summary`."""
+    write the run's reports with `write_reports(output_dir, probabilities, summary)` (metrics.json and its plots),
+    `eval_results.json` + `all_results.json` (Trainer's metrics, as the HF examples write them),
+    `training_args.json` (`arguments`) and, with `model_card`, README.md. Returns the report; processes other than
+    the main one only predict and return `summary`."""
     output_dir = Path(trainer.args.output_dir)
     trainer.save_model(str(output_dir))
-    probabilities = predict_probabilities(trainer, eval_data)  # every process takes part in prediction
+    # every process takes part in prediction; its metrics are those of the saved (best, if so asked) model
+    probabilities, eval_metrics = predict_probabilities(trainer, eval_data, metric_key_prefix="eval")
     if not trainer.is_world_process_zero():
         return summary
     processor.save_pretrained(output_dir)
     trainer.state.save_to_json(str(output_dir / "trainer_state.json"))
+    save_run_metrics(trainer, "eval", eval_metrics, len(eval_data))
     report = write_reports(output_dir, probabilities, summary)
     (output_dir / "training_args.json").write_text(json.dumps(arguments, indent=2, default=str))
+    if model_card:
+        write_card(output_dir)
     return report
+
+
+def write_card(output_dir: Path) -> None:
+    """README.md from the folder's files; a card that cannot be built is logged, not raised: the model is saved."""
+    from ..model_card import write_model_card  # lazy: huggingface_hub's card machinery is only needed here
+
+    try:
+        write_model_card(output_dir)
+    except Exception:  # any failure here must not fail a finished run
+        logger.exception("could not write the model card of %s (write it later: hf-deitcxr push writes one)",
+                         output_dir)
 
 
 def distinct_images(dataset: torch.utils.data.Dataset) -> torch.utils.data.Dataset:
@@ -157,4 +183,5 @@ __all__ = [
     "seed_everything",
     "train_model",
     "training_summary",
+    "write_card",
 ]

@@ -34,6 +34,7 @@ from .arguments import DataArguments, ModelArguments, configure_logging, parse_t
 from .builders import build_student, build_teacher, load_trained_teacher
 from .harness import distinct_images, save_and_evaluate, seed_everything, train_model, training_summary
 from .teacher import FrozenTeacher, TeacherInputAdapter, mixed_precision_dtype
+from .trainer_flags import check_trainer_flags
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """
     if data_args.teacher_views and model_args.stage != "distill":
         raise ValueError(f"--teacher_views caches a teacher's logits: it needs --stage distill, not {model_args.stage}")
+    check_trainer_flags(training_args)  # before any data is read
     seed_everything(training_args.seed, training_args.full_determinism)
     datasets = load_radiograph_dataset(
-        data_args.dataset, class_names=data_args.class_name_list, validation_fraction=data_args.validation_fraction
+        data_args.dataset, class_names=data_args.class_name_list, validation_fraction=data_args.validation_fraction,
+        image_column=data_args.image_column, label_column=data_args.label_column, revision=data_args.dataset_revision,
     )
     report = validate_dataset(datasets)
     logger.info("data report:\n%s", report.format())
@@ -147,7 +150,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     arguments = {"model": vars(model_args), "data": vars(data_args), "training": training_args.to_dict()}
     if view_bank is not None:
         arguments["view_bank"] = view_bank.describe()
-    return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports)
+    return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports, model_card=True)
 
 
 def cache_teacher_logits(teacher: FrozenTeacher, images: CachedImageDataset, collator, data_args: DataArguments,
