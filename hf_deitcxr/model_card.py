@@ -160,6 +160,11 @@ def split_description(data_args: dict, metrics: dict, is_cxr3: bool) -> str:
     if metrics:
         lines.append(f"- Evaluation images ({extra.get('eval_split', 'validation')}): "
                      f"{metrics['overall'].get('num_examples')}.")
+    if extra.get("cross_validation"):
+        cv = extra["cross_validation"]
+        lines.append(f"- Cross-validation: evaluated on fold {cv['fold']} of {cv['n_splits']} (patient-grouped, "
+                     f"class-stratified folds of {' + '.join(cv['pooled_splits'])}, seed {cv['seed']}; "
+                     f"{cv['eval_patients']} patients held out): one fold's figures, not the mean over folds.")
     if data_args:
         leak = ("allowed (`allow_leakage=true`): check before trusting results" if data_args.get("allow_leakage")
                 else "refused: training stops if a patient or an identical image appears in two splits")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.cross_validation import CV_POOLS, DEFAULT_CV_POOL, check_fold_arguments
 from ..metrics.intervals import SUMMARY_KEYS, format_interval, interval_bounds
 from .recipe import CPU_RECIPE, Recipe
 
@@ -64,6 +65,12 @@ class BenchmarkArguments:
     distillation_tau: float = field(default=CPU_RECIPE.distillation_tau)
     pixel_cache_dir: str | None = field(default=None, metadata={"help": "Default: <output_dir>/pixel_cache"})
     latency_repeats: int = field(default=30, metadata={"help": "Timed batch-1 forwards for the CPU latency column"})
+    cv_folds: int | None = field(
+        default=None, metadata={"help": "K-fold patient-grouped cross-validation: every (N, seed, method) runs once "
+                                "per fold (folds seeded by the seed, N drawn from each fold's training part) and the "
+                                "tables give mean ± sd over the folds; default: evaluate on the validation split"})
+    cv_pool: str = field(default=DEFAULT_CV_POOL, metadata={"help": "With --cv_folds: the splits pooled before "
+                                                            "folding", "choices": list(CV_POOLS)})
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.method_list if m not in METHODS]
@@ -73,6 +80,10 @@ class BenchmarkArguments:
         if self.images_seen <= 0 or self.teacher_images_seen <= 0:
             raise ValueError("images_seen and teacher_images_seen must be positive")
         self.budget_list  # noqa: B018 - validates the budgets early
+        if self.cv_folds is not None:
+            check_fold_arguments(self.cv_folds, 0, self.cv_pool)
+            if self.budgets is not None:
+                raise ValueError("--cv_folds is not supported with --budgets (time to accuracy) yet")
 
     @property
     def method_list(self) -> list[str]:
@@ -96,6 +107,11 @@ class BenchmarkArguments:
         if not items or any(not s.isdigit() or int(s) <= 0 for s in items):
             raise ValueError(f"budgets must be positive integers, got {self.budgets!r}")
         return sorted({int(s) for s in items})
+
+    @property
+    def fold_list(self) -> list[int | None]:
+        """The evaluation folds of each (N, seed): [None] (the validation split) without --cv_folds."""
+        return [None] if self.cv_folds is None else list(range(self.cv_folds))
 
     @property
     def seed_list(self) -> list[int]:
@@ -123,8 +139,17 @@ def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall
         "train_images_per_s": extra.get("train_samples_per_second"),
         "parameters": count_parameters(model_dir),
         "latency_ms_batch1": cpu_latency_ms(model_dir, recipe.image_size, repeats=latency_repeats),
-        "image_size": recipe.image_size, "intervals": row_intervals(report),
+        "image_size": recipe.image_size, "intervals": row_intervals(report), **fold_fields(extra),
     }
+
+
+def fold_fields(extra: dict) -> dict:
+    """The fold of a cross-validation run ({} for a run on the validation split): its index, K and held-out sizes."""
+    fold = extra.get("cross_validation")
+    if not fold:
+        return {}
+    return {"fold": fold["fold"], "cv_folds": fold["n_splits"], "eval_images": fold["eval_images"],
+            "eval_patients": fold["eval_patients"]}
 
 
 def row_intervals(report: dict) -> dict:
@@ -196,6 +221,17 @@ def cpu_latency_ms(model_dir: Path, image_size: int, repeats: int = 30, warmup: 
 
 def size_key(size: str) -> float:
     return float("inf") if size == ALL else float(size)
+
+
+def mean_sd_cell(values: Sequence[float | None]) -> str:
+    """'0.812 ± 0.034' over the runs that have the figure (sample sd); one value alone; 'n/a' when none has it."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "n/a"
+    if len(present) == 1:
+        return format_metric(present[0])
+    cell = f"{statistics.mean(present):.3f} ± {statistics.stdev(present):.3f}"
+    return cell if len(present) == len(values) else f"{cell} ({len(present)} of {len(values)})"
 
 
 def format_metric(value: float | None) -> str:

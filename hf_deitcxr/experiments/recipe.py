@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from ..data.cross_validation import DEFAULT_CV_POOL
 from ..training.arguments import DEFAULTS, DataArguments, ModelArguments
 from .hardware import cpu_flags
 
@@ -98,6 +99,9 @@ def stage_arguments(
     pixel_cache_dir: str | None = None,
     progress_bars: bool = True,
     eval_every_images: int | None = None,
+    cv_folds: int | None = None,
+    fold: int | None = None,
+    cv_pool: str = DEFAULT_CV_POOL,
 ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
     """Arguments of `run_training` for `stage` (teacher / distill / baseline) under `recipe`.
 
@@ -111,7 +115,8 @@ def stage_arguments(
     forward per step); with augmentation and `recipe.teacher_views` K > 0, it caches the teacher's logits of K
     augmented views of each image instead (`hf_deitcxr.data.view_bank`). The student's augmentation preset and
     `teacher_views` reach the student stages only (views: the distill stage only); the teacher stage keeps the
-    default augmentation.
+    default augmentation. `cv_folds` / `fold` / `cv_pool`: train on the other folds and evaluate on fold `fold` of
+    the patient-grouped cross-validation seeded by `subset_seed` (`hf_deitcxr.data.cross_validation`).
     """
     if (epochs is None) == (images_seen is None):
         raise ValueError("give exactly one training budget: epochs or images_seen")
@@ -138,7 +143,8 @@ def stage_arguments(
                               processing_variants=recipe.processing_variants,
                               variant_targets=recipe.variant_targets if stage == "distill" and not augment else "own",
                               teacher_views=teacher_views,
-                              teacher_logit_cache=stage == "distill" and not augment, resume=False)
+                              teacher_logit_cache=stage == "distill" and not augment, resume=False,
+                              cv_folds=cv_folds, fold=fold, cv_pool=cv_pool)
     budget = {"num_train_epochs": epochs} if epochs is not None else {"max_steps": math.ceil(images_seen / batch_size)}
     on_gpu = torch.cuda.is_available()
     training = {**DEFAULTS, "save_strategy": "no", "save_total_limit": None, "eval_strategy": "no",

@@ -12,6 +12,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from ..data.augmentation import AUGMENTATION_PRESETS
+from ..data.cross_validation import CV_EVAL_SPLIT, CV_POOLS, DEFAULT_CV_POOL, check_fold_arguments
 from ..models.deit_cxr.image_processing_deit_cxr import INTENSITY_NORMALIZATIONS, GreyPreprocessing
 from .trainer_flags import RadiographTrainingArguments
 
@@ -137,7 +138,21 @@ class DataArguments:
     train_subset: int | None = field(
         default=None, metadata={"help": "Use ~N training images (whole patients, stratified) for data-efficiency runs"}
     )
-    subset_seed: int = field(default=0)
+    subset_seed: int = field(
+        default=0, metadata={"help": "Seed of the data draws: the --train_subset patients and the --cv_folds folds"}
+    )
+    cv_folds: int | None = field(
+        default=None,
+        metadata={"help": "K-fold cross-validation: cut the --cv_pool into K patient-grouped, class-stratified folds "
+                  "(sklearn StratifiedGroupKFold seeded by --subset_seed), train on K-1 and evaluate on --fold"},
+    )
+    fold: int | None = field(default=None, metadata={"help": "The evaluation fold (0..K-1) of --cv_folds K"})
+    cv_pool: str = field(
+        default=DEFAULT_CV_POOL,
+        metadata={"help": "The splits pooled before folding: train+validation (the validation split is folded in; "
+                  "a test split stays held out) or train (the validation split is left unused)",
+                  "choices": list(CV_POOLS)},
+    )
     balancing: str = field(
         default="oversample",
         metadata={"help": "Class balancing; default chosen by scripts/bench_balancing.py (docs/RESULTS.md)",
@@ -221,6 +236,10 @@ class DataArguments:
         if self.variant_targets == "original" and not (self.processing_variants and self.teacher_logit_cache):
             raise ValueError("--variant_targets original shares the originals' cached teacher logits with their "
                              "variants: it needs --processing_variants >= 1 and --teacher_logit_cache true")
+        check_fold_arguments(self.cv_folds, self.fold, self.cv_pool)
+        if self.cv_folds and self.eval_split != CV_EVAL_SPLIT:
+            raise ValueError(f"--cv_folds evaluates on fold --fold of the pool: --eval_split {self.eval_split} does "
+                             "not apply (leave it at validation)")
         if self.teacher_views < 0:
             raise ValueError(f"--teacher_views must be 0 (off) or a number of views >= 1, got {self.teacher_views}")
         if self.teacher_views and not self.augment:

@@ -23,6 +23,7 @@ from ..data.augmentation import (
 )
 from ..data.balancing import plan_balancing
 from ..data.collate import RadiographCollator
+from ..data.cross_validation import check_teacher_fold, cross_validation_split
 from ..data.image_cache import CachedImageDataset
 from ..data.input_spec import InputSpec
 from ..data.processing_augmentation import with_processing_variants
@@ -56,6 +57,12 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     report = validate_dataset(datasets)
     logger.info("data report:\n%s", report.format())
     ensure_no_leakage(report, allow_leakage=data_args.allow_leakage)
+    fold = None
+    if data_args.cv_folds:  # the fold's train and evaluation parts replace the train and validation splits
+        datasets, fold = cross_validation_split(datasets, data_args.cv_folds, data_args.fold,
+                                                seed=data_args.subset_seed, pool=data_args.cv_pool, report=report)
+        if model_args.stage == "distill":  # a teacher that saw the held-out fold would leak it
+            check_teacher_fold(model_args.teacher_name_or_path, fold, allow_leakage=data_args.allow_leakage)
     if data_args.eval_split not in datasets:
         raise ValueError(f"evaluation split {data_args.eval_split!r} not found; splits: {list(datasets)}")
 
@@ -135,6 +142,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         "preprocessing": student_spec.preprocessing.to_dict(),
         "processing_variants": data_args.processing_variants,
         **({"teacher_views": view_bank.num_views} if view_bank is not None else {}),
+        **({"cross_validation": fold.to_dict()} if fold is not None else {}),
         **timings,
     }
 
@@ -150,6 +158,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     arguments = {"model": vars(model_args), "data": vars(data_args), "training": training_args.to_dict()}
     if view_bank is not None:
         arguments["view_bank"] = view_bank.describe()
+    if fold is not None:
+        arguments["cross_validation"] = fold.to_dict()
     return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports, model_card=True)
 
 

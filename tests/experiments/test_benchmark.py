@@ -8,6 +8,7 @@ import pytest
 from hf_deitcxr.cli import main
 from hf_deitcxr.experiments.benchmark import (
     BenchmarkArguments,
+    benchmark_rows,
     curve_cell,
     curve_points,
     full_table,
@@ -112,3 +113,51 @@ def test_rows_take_their_intervals_from_the_runs_metrics(tmp_path):
     assert got["per_source_accuracy"]["site_a"] == [report["intervals"]["per_source"]["site_a"]["accuracy"]["low"],
                                                     report["intervals"]["per_source"]["site_a"]["accuracy"]["high"]]
     assert row_intervals({"overall": {}}) == {}  # a report from before intervals
+
+
+def test_benchmark_over_two_folds_reports_mean_and_sd(tmp_path, capsys):
+    data = write_imagefolder(tmp_path / "data", {"train": 6, "validation": 4})
+    out = tmp_path / "bench_cv"
+    argv = ["benchmark", "--dataset", str(data), "--output_dir", str(out), "--methods", "teacher,distill_soft",
+            "--train_sizes", "all", "--seeds", "0", "--cv_folds", "2", "--images_seen", "16", "--image_size", "32",
+            "--latency_repeats", "1"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # one row per (method, fold); each fold's student distilled from that fold's teacher (a teacher that saw the
+    # held-out fold would be refused)
+    assert sorted((r["method"], r["fold"], r["cv_folds"]) for r in rows) == [
+        (method, fold, 2) for method in ("distill_soft", "teacher") for fold in (0, 1)]
+    students = sorted((r for r in rows if r["method"] == "distill_soft"), key=lambda r: r["fold"])
+    assert sum(r["eval_images"] for r in students) == 30  # every pooled image held out once
+    assert all(r["num_train_images"] + r["eval_images"] == 30 for r in rows)
+    summary = json.loads((out / "cross_validation.json").read_text())
+    assert [(entry["method"], entry["folds"]) for entry in summary] == [("teacher", [0, 1]), ("distill_soft", [0, 1])]
+    f1 = [r["macro_f1"] for r in students]
+    assert summary[1]["macro_f1"]["values"] == f1
+    assert summary[1]["macro_f1"]["mean"] == pytest.approx(np.mean(f1))
+    assert summary[1]["macro_f1"]["sd"] == pytest.approx(np.std(f1, ddof=1))
+    table = (out / "benchmark.md").read_text()
+    assert "mean ± sd over the folds" in table and f"{np.mean(f1):.3f} ± {np.std(f1, ddof=1):.3f}" in table
+    assert "| distill_soft | all | 0 | 2 |" in table and "2-fold patient-grouped" in table
+
+    capsys.readouterr()  # a rerun finds every fold done and trains nothing
+    assert main(argv) == 0
+    assert "[benchmark] N=" not in capsys.readouterr().out
+
+
+def test_cross_validation_table_and_arguments():
+    rows = [{**bench_row("teacher", 0, f1, None), "fold": fold, "cv_folds": 3}
+            for fold, f1 in enumerate([0.6, 0.7, 0.8])]
+    rows[2]["macro_auc"] = None  # a fold without every class has no AUC
+    text = summary_markdown(rows, BenchmarkArguments(dataset="x", cv_folds=3))
+    assert "| teacher | all | 0 | 3 | 0.800 ± 0.000 | 0.700 ± 0.100 | 0.900 ± 0.000 (2 of 3) |" in text
+    assert "| teacher | 0 | 2 |" in full_table(rows, "all")  # the per-fold rows, with their fold
+    assert curve_cell(rows) == "0.700 [0.600–0.800], 3 folds"
+    assert BenchmarkArguments(dataset="x", cv_folds=3).fold_list == [0, 1, 2]
+    assert BenchmarkArguments(dataset="x").fold_list == [None]
+    plain = bench_row("teacher", 0, 0.5, None)  # the rows of the other mode (and of other K) are left out
+    assert benchmark_rows(rows + [plain], 3) == rows and benchmark_rows(rows + [plain], None) == [plain]
+    assert benchmark_rows(rows, 5) == []
+    for bad in (dict(cv_folds=1), dict(cv_folds=3, budgets="100")):
+        with pytest.raises(ValueError):
+            BenchmarkArguments(dataset="x", **bad)
