@@ -3,8 +3,10 @@
 DICOM display pipeline (PS3.3 C.11, in `dicom_display`), as a viewer would show the image:
 stored values -> Modality LUT / RescaleSlope+Intercept -> VOI LUT sequence, else WindowCenter/Width, else the
 range the stored bit depth (BitsStored) can hold (or percentiles of the actual values, when asked) -> 8 bit ->
-inverted for MONOCHROME1 (so bone is always bright). Stored values of 8 bits or fewer with nothing to apply are
-kept as they are, like a JPEG. Colour DICOMs (RGB, YBR_*, PALETTE COLOR) become greyscale by ITU-R 601 luma.
+inverted for MONOCHROME1 or Presentation LUT Shape INVERSE, once if both (so bone is always bright). Stored values
+of 8 bits or fewer with nothing to apply are kept as they are, like a JPEG. Colour DICOMs (RGB, YBR_*, PALETTE
+COLOR) become greyscale by ITU-R 601 luma. Compressed transfer syntaxes decode through pydicom's plug-ins: RLE
+and (via Pillow) JPEG baseline / JPEG 2000 out of the box, JPEG Lossless and JPEG-LS with the `[dicom]` extra.
 Every attribute is validated and the pixel budget (`image_errors`) checked from the header before any pixel is
 decoded; other files go through `raster` (PNG, JPEG, TIFF, BMP, WebP only).
 """
@@ -35,7 +37,9 @@ ImageSource = str | os.PathLike | bytes | bytearray | BinaryIO
 
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
-_DECODER_HINT = "the server has no decoder installed for it; convert the file to an uncompressed DICOM or a PNG"
+# Sentences apart: the Space shows the user the first two and drops the pip one (serving.safe_text.user_message).
+_DECODER_HINT = ('no decoder for it is installed. Convert the file to an uncompressed DICOM or a PNG. To decode it '
+                 'here, pip install "hf_deitcxr[dicom]" (the pylibjpeg plug-ins for JPEG, JPEG-LS, JPEG 2000, RLE).')
 # A deflated data set is inflated whole by pydicom before its header can be read: inflate it ourselves first, at
 # most to 2 bytes per budgeted pixel (16-bit samples) plus room for the header, so a zlib bomb is refused early.
 _DEFLATE_HEADER_ROOM = 16 * 2**20

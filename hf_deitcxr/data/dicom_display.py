@@ -22,6 +22,7 @@ from .image_errors import DicomReadError, check_pixel_budget
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
 _VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+_PRESENTATION_SHAPES = ("IDENTITY", "INVERSE", "LIN OD")  # LIN OD: for printers only (PS3.3 C.11.6), shown as is
 _PALETTE_TABLES = tuple(
     f"{colour}PaletteColorLookupTable{part}" for colour in ("Red", "Green", "Blue") for part in ("Descriptor", "Data")
 )
@@ -43,6 +44,10 @@ class ImageHeader:
         # empty NumberOfFrames is read as 1, as the single-frame default
         self.frames = _integer(ds, "NumberOfFrames", name, default=1, minimum=1)
         self.photometric = _text(ds, "PhotometricInterpretation", name, None, _MONOCHROME + _COLOUR)
+        # PS3.3 C.11.6.1.2: INVERSE turns the output after the VOI LUT upside down. The DX/MG/IO image modules make it
+        # the partner of MONOCHROME1 (IDENTITY of MONOCHROME2), so it names the same inversion: both invert once.
+        shape = _text(ds, "PresentationLUTShape", name, "IDENTITY", _PRESENTATION_SHAPES)
+        self.inverted = self.photometric == "MONOCHROME1" or shape == "INVERSE"
         expected_samples = 1 if self.photometric in _MONOCHROME + ("PALETTE COLOR",) else 3
         if self.samples != expected_samples:
             raise DicomReadError(f"{name}: DICOM SamplesPerPixel {self.samples} is inconsistent with "
@@ -80,12 +85,13 @@ class ImageHeader:
 
 def display_uint8(array: np.ndarray, ds: pydicom.Dataset, header: ImageHeader,
                   percentiles: tuple[float, float] | None) -> np.ndarray:
-    """Decoded first-frame pixels -> uint8 grey as a viewer shows them (MONOCHROME1 inverted: bone is bright)."""
+    """Decoded first-frame pixels -> uint8 grey as a viewer shows them (MONOCHROME1 / INVERSE inverted: bone is
+    bright)."""
     if header.photometric in _MONOCHROME:
         if array.ndim == 3:  # a multi-frame array despite index=0 (some plugins): first frame
             array = array[0]
         grey = _monochrome_to_uint8(array, ds, header, percentiles)
-        return 255 - grey if header.photometric == "MONOCHROME1" else grey  # MONOCHROME1: low values are white
+        return 255 - grey if header.inverted else grey  # MONOCHROME1 / INVERSE: low values are white
     return _colour_to_uint8(array, ds, header)
 
 
@@ -186,11 +192,14 @@ def _apply_window(values: np.ndarray, center: float, width: float, function: str
     """PS3.3 C.11.2.1.2 windowing straight to [0, 1] -> uint8 (so the window center lands on ~128)."""
     x = np.asarray(values, dtype=np.float64)
     if function == "SIGMOID":
-        y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+        with np.errstate(over="ignore"):  # exp overflows to inf far below a narrow window: y = 0 there, as meant
+            y = 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
     elif function == "LINEAR_EXACT":
         y = (x - center) / width + 0.5
+    elif width == 1:  # LINEAR at width 1: the standard's two ends meet, a step above c - 0.5
+        y = (x > center - 0.5).astype(np.float64)
     else:  # LINEAR, the default
-        y = (x - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5
+        y = (x - (center - 0.5)) / (width - 1.0) + 0.5
     return unit_to_uint8(y)
 
 

@@ -8,7 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from .cxr_metrics.cxr_metrics import compute_classification_metrics, expected_calibration_error
+from .cxr_metrics.cxr_metrics import (
+    compute_class_id_metrics,
+    compute_classification_metrics,
+    compute_metrics,
+    expected_calibration_error,
+)
 from .intervals import bootstrap_intervals
 
 # The directory `evaluate.load` accepts: it holds `cxr_metrics.py`, named like the directory.
@@ -56,7 +61,9 @@ def group_rows(groups: Sequence[Any], num_probability_rows: int, num_labels: int
 __all__ = [
     "METRIC_PATH",
     "bootstrap_intervals",
+    "compute_class_id_metrics",
     "compute_classification_metrics",
+    "compute_metrics",
     "expected_calibration_error",
     "group_rows",
     "load_cxr_metric",

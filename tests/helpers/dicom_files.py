@@ -6,9 +6,12 @@ import io
 from pathlib import Path
 
 import numpy as np
-from pydicom import dcmwrite
+from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGLosslessSV1, SecondaryCaptureImageStorage, generate_uid
+
+from tests.helpers.jpeg_lossless import encode_jpeg_lossless
 
 
 def write_dicom(
@@ -50,4 +53,23 @@ def write_dicom(
     if target is not None:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         Path(target).write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def write_compressed_dicom(pixels: np.ndarray, transfer_syntax: UID, **kwargs) -> bytes:
+    """`write_dicom`'s file with its pixel data compressed losslessly in `transfer_syntax`.
+
+    JPEG Lossless SV1 is encoded by tests.helpers.jpeg_lossless (pydicom has no encoder for it); anything else by
+    `Dataset.compress` with pydicom's encoder plug-ins (RLE: pydicom's own; JPEG 2000: pylibjpeg-openjpeg).
+    """
+    ds = dcmread(io.BytesIO(write_dicom(None, pixels, **kwargs)))
+    if transfer_syntax == JPEGLosslessSV1:
+        ds.PixelData = encapsulate([encode_jpeg_lossless(pixels, int(ds.BitsStored))])
+        ds["PixelData"].VR = "OB"
+        ds["PixelData"].is_undefined_length = True
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    else:
+        ds.compress(transfer_syntax)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
