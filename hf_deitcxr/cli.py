@@ -29,7 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate-data", help="check a dataset: unreadable files, leakage, counts")
     validate.add_argument("--dataset", required=True)
+    validate.add_argument("--task", choices=["auto", "cxr", "mammo"], default="auto",
+                          help="auto: mammo when the manifest (a CSV, or a folder's manifest.csv) has laterality and "
+                          "view columns or --dicom_labels is given, else cxr")
     validate.add_argument("--class_names", default=None, help="comma-separated class order")
+    validate.add_argument("--validation_fraction", type=float, default=0.15,
+                          help="the patient-level validation split checked, as training would make it")
+    validate.add_argument("--seed", type=int, default=0, help="seed of that split (mammo: --split_seed of training)")
+    for flag, choices, what in (("--exam_unit", ["exam", "breast", "patient"], "exam unit (default exam)"),
+                                ("--multi_crop", ["pair", "most_severe"], "rule for several crops of one view "
+                                 "(default pair)")):
+        validate.add_argument(flag, choices=choices, default=None, help=f"mammo: the {what}, as in training")
+    validate.add_argument("--dicom_labels", default=None, help="mammo: labels CSV of a DICOM folder")
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
 
     commands.add_parser("benchmark", help="teacher vs DeiT vs distilled DeiT over training-set sizes, "
@@ -141,12 +152,37 @@ def train(argv: Sequence[str]) -> int:
 
 
 def validate_data(args: argparse.Namespace) -> int:
-    from .data import load_radiograph_dataset, validate_dataset
-
     class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
-    report = validate_dataset(load_radiograph_dataset(args.dataset, class_names=class_names))
+    mammo_only = [flag for flag in ("exam_unit", "multi_crop", "dicom_labels") if getattr(args, flag) is not None]
+    if validate_task(args) == "mammo":
+        from .mammo.validation import validate_mammo_data
+
+        report = validate_mammo_data(
+            args.dataset, class_names=class_names, dicom_labels=args.dicom_labels,
+            exam_unit=args.exam_unit or "exam", multi_crop=args.multi_crop or "pair",
+            validation_fraction=args.validation_fraction, seed=args.seed,
+        )
+    elif mammo_only:
+        raise SystemExit(f"validate-data: --{', --'.join(mammo_only)} only apply to mammography data (--task mammo)")
+    else:
+        from .data import load_radiograph_dataset, validate_dataset
+
+        report = validate_dataset(load_radiograph_dataset(
+            args.dataset, class_names=class_names, validation_fraction=args.validation_fraction, seed=args.seed))
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.format())
     return 0 if report.ok else 1
+
+
+def validate_task(args: argparse.Namespace) -> str:
+    """`--task auto`: mammography when the dataset is a mammography manifest (header only) or a labelled DICOM
+    folder, else chest X-ray."""
+    if args.task != "auto":
+        return args.task
+    if args.dicom_labels is not None:
+        return "mammo"
+    from .mammo.manifest import find_mammo_manifest
+
+    return "mammo" if find_mammo_manifest(args.dataset) is not None else "cxr"
 
 
 if __name__ == "__main__":

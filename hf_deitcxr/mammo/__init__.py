@@ -1,7 +1,9 @@
 """Mammography: exams of up to four views, single-view ViT/DeiT/Swin/PVT transfer learning, a multi-view transformer.
 
 Modules:
-- `manifest`: exams from a CSV manifest or DICOM tags, validation, patient-level splits;
+- `manifest`: exams from a CSV manifest (or a folder's manifest.csv) or DICOM tags, validation, patient-level splits;
+- `exams`: the exam unit (exam / breast / patient) and the rule for several crops of one view;
+- `validation`: `validate-data` for mammography (counts, exact duplicates, split leakage);
 - `dataset`: decode once (oriented, resized whole), exam- and view-level datasets, the multi-view collator;
 - `builders`: single-view backbones and the multi-view model (`hf_deitcxr.models.multiview_mammo`, re-exported
   here) from pretrained checkpoints;
@@ -25,6 +27,10 @@ _LAZY = {
     "VIEW_SLOTS": "manifest",
     "load_mammo_manifest": "manifest",
     "read_manifest": "manifest",
+    "EXAM_UNITS": "exams",
+    "MULTI_CROP_RULES": "exams",
+    "MammoImage": "exams",
+    "validate_mammo_data": "validation",
     "MammoExamDataset": "dataset",
     "MultiViewCollator": "dataset",
     "orient": "dataset",

@@ -9,6 +9,7 @@ from ..models.multiview_mammo.configuration_multiview import GLOBAL_TOKENS
 from ..training.arguments import BALANCING
 from .dataset import ORIENTATIONS
 from .evaluation import AGGREGATIONS
+from .exams import EXAM_UNITS, MULTI_CROP_RULES
 
 ARCHITECTURES = ("single_view", "multi_view")
 
@@ -64,8 +65,20 @@ class MammoModelArguments:
 class MammoDataArguments:
     dataset: str = field(
         default=None,
-        metadata={"help": "CSV manifest (exam_id,patient_id,laterality,view,path,label[,split]) or a folder of "
-                  "DICOM mammograms (views from ImageLaterality/ViewPosition; needs --dicom_labels)"},
+        metadata={"help": "CSV manifest (exam_id,patient_id,laterality,view,path,label[,split][,breast_id]), a "
+                  "folder holding one as manifest.csv (e.g. cbis_mass), or a folder of DICOM mammograms (views from "
+                  "ImageLaterality/ViewPosition; needs --dicom_labels)"},
+    )
+    exam_unit: str = field(
+        default="exam", metadata={"help": "What one exam (one prediction) is: exam (the exam_id column, up to four "
+                                  "views), breast (one breast's CC+MLO: breast_id, else exam_id + laterality) or "
+                                  "patient (all of a patient's views)", "choices": list(EXAM_UNITS)}
+    )
+    multi_crop: str = field(
+        default="pair", metadata={"help": "Several images (lesion crops) in one view of an exam: pair (each used "
+                                  "once; the k-th most severe crops of the views form the exam's k-th item) or "
+                                  "most_severe (one crop per view, the others left out)",
+                                  "choices": list(MULTI_CROP_RULES)}
     )
     dicom_labels: str | None = field(
         default=None, metadata={"help": "For a DICOM folder: CSV exam_id[,laterality],label (exam_id = "
@@ -77,6 +90,10 @@ class MammoDataArguments:
     )
     validation_fraction: float = field(
         default=0.15, metadata={"help": "Patient-level validation split made when the manifest has no split column"}
+    )
+    split_seed: int = field(
+        default=0, metadata={"help": "Seed of that patient-level split (stratified by exam label; kept apart from "
+                             "--seed so the split stays the same across training seeds)"}
     )
     eval_split: str = field(default="validation")
     orientation: str = field(
@@ -107,6 +124,10 @@ class MammoDataArguments:
             raise ValueError(f"balancing must be one of {BALANCING}, got {self.balancing!r}")
         if self.orientation not in ORIENTATIONS:
             raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {self.orientation!r}")
+        if self.exam_unit not in EXAM_UNITS:
+            raise ValueError(f"exam_unit must be one of {EXAM_UNITS}, got {self.exam_unit!r}")
+        if self.multi_crop not in MULTI_CROP_RULES:
+            raise ValueError(f"multi_crop must be one of {MULTI_CROP_RULES}, got {self.multi_crop!r}")
 
     @property
     def class_name_list(self) -> list[str] | None:

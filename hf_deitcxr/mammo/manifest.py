@@ -1,13 +1,18 @@
 """Mammography exams from a CSV manifest or from DICOM tags: up to four views per exam, validated, split by patient.
 
-A manifest has one row per image and the columns `exam_id, patient_id, laterality, view, path, label` (an optional
-`split` column assigns exams to train/validation/test). Laterality is `L`/`R` (or `left`/`right`), view is `CC` or
-`MLO`; together they name one of the four view slots `L-CC, L-MLO, R-CC, R-MLO`. Relative paths are resolved
-against the manifest's folder. A view missing from an exam stays missing (the models mask it); it is never
-filled in with another image.
+A manifest has one row per image and the columns `exam_id, patient_id, laterality, view, path, label`; optional
+columns are `split` (assigns rows to train/validation/test) and `breast_id` (the breast's key for
+`exam_unit="breast"`); any other column (e.g. CBIS-DDSM's `cbis_split`, `pathology_raw`, `source`) is ignored.
+Laterality is `L`/`R` (or `left`/`right`), view is `CC` or `MLO`; together they name one of the four view slots
+`L-CC, L-MLO, R-CC, R-MLO`. Relative paths are resolved against the manifest's folder, and a folder holding a
+`manifest.csv` (such as `cbis_mass/`) may be given instead of the CSV. A view missing from an exam stays missing (the
+models mask it); it is never filled in with another image.
 
-Labels are per image (per breast in CBIS-DDSM / VinDr-Mammo style data). The exam label is the most severe label of
-its views, where severity is the class order (`class_names`, default sorted names, e.g. `benign, malignant`).
+Rows are grouped into exams by `exam_unit` (`exam`: the exam_id column; `breast`: one breast's CC + MLO; `patient`)
+and several crops of one view slot follow `multi_crop` (`pair`: every crop used once, the k-th most severe crops of
+the slots forming the k-th exam; `most_severe`: one crop per slot): see `hf_deitcxr.mammo.exams`. Labels are per
+image (per lesion crop or per breast); the exam label is the most severe label of its views, where severity is the
+class order (`class_names`, default sorted names, e.g. `benign, malignant`: malignant if any crop is).
 """
 
 from __future__ import annotations
@@ -27,12 +32,11 @@ from ..data.dicom import is_dicom
 from ..data.sources import SPLIT_ALIASES, MissingFilesError
 from ..data.splits import patient_level_split
 from ..data.validation import LeakageError
-from ..models.multiview_mammo.configuration_multiview import DEFAULT_VIEW_NAMES
+from .exams import VIEW_SLOTS, MammoExam, MammoImage, MammoView, check_rules, group_exams
 
 logger = logging.getLogger(__name__)
 
-# The multi-view model's view order is the one order of the four slots.
-VIEW_SLOTS: tuple[str, ...] = tuple(DEFAULT_VIEW_NAMES)
+MANIFEST_NAME = "manifest.csv"  # the CSV looked for when a folder is given
 REQUIRED_COLUMNS: tuple[str, ...] = ("exam_id", "patient_id", "laterality", "view", "path", "label")
 _LATERALITY = {"l": "L", "left": "L", "r": "R", "right": "R"}
 _VIEW = {"cc": "CC", "mlo": "MLO"}
@@ -43,31 +47,15 @@ class ManifestError(ValueError):
     """A mammography manifest (or DICOM folder) that cannot be used as it is; the message lists every problem."""
 
 
-@dataclass(frozen=True)
-class MammoView:
-    path: str
-    label: str
-    where: str  # "manifest.csv line 7" or the DICOM file, for error messages
-
-
-@dataclass
-class MammoExam:
-    exam_id: str
-    patient_id: str
-    views: dict[str, MammoView]  # view slot ("L-CC", ...) -> image
-    split: str | None = None
-
-    def label_index(self, class_names: Sequence[str]) -> int:
-        """The most severe view label (the highest class index)."""
-        return max(class_names.index(view.label) for view in self.views.values())
-
-
 @dataclass
 class MammoManifest:
     exams: list[MammoExam]
     class_names: list[str]
     source: str = "<rows>"
     view_slots: tuple[str, ...] = field(default=VIEW_SLOTS)
+    images: list[MammoImage] = field(default_factory=list)  # every listed image, left-out crops included
+    exam_unit: str = "exam"
+    multi_crop: str = "pair"
 
     def __len__(self) -> int:
         return len(self.exams)
@@ -80,8 +68,16 @@ class MammoManifest:
     def num_images(self) -> int:
         return sum(len(exam.views) for exam in self.exams)
 
+    @property
+    def num_left_out(self) -> int:
+        """Images in no exam (the crops `multi_crop="most_severe"` did not choose)."""
+        return len(self.images) - self.num_images if self.images else 0  # a manifest built by hand lists none
+
     def subset(self, exams: Iterable[MammoExam]) -> MammoManifest:
-        return replace(self, exams=list(exams))
+        exams = list(exams)
+        units = {exam.unit_id for exam in exams}
+        images = [image for image in self.images if image.unit_key(self.exam_unit) in units]
+        return replace(self, exams=exams, images=images)
 
     def split(
         self, validation_fraction: float = 0.15, test_fraction: float = 0.0, *, seed: int = 0,
@@ -131,21 +127,46 @@ def load_mammo_manifest(
     class_names: Sequence[str] | None = None,
     dicom_labels: str | os.PathLike | None = None,
     check_files: bool = True,
+    *,
+    exam_unit: str = "exam",
+    multi_crop: str = "pair",
 ) -> MammoManifest:
-    """A CSV manifest, or a folder of mammography DICOMs (views from their tags) labelled by `dicom_labels`."""
+    """A CSV manifest, a folder holding a `manifest.csv`, or a folder of mammography DICOMs (views from their tags)
+    labelled by `dicom_labels`; rows grouped into exams by `exam_unit` and `multi_crop` (`hf_deitcxr.mammo.exams`)."""
     path = Path(source).expanduser()
+    rules = {"exam_unit": exam_unit, "multi_crop": multi_crop}
+    if path.is_dir() and dicom_labels is None and (path / MANIFEST_NAME).is_file():
+        return read_manifest(path / MANIFEST_NAME, class_names, check_files=check_files, **rules)
     if path.is_dir():
         if dicom_labels is None:
-            raise ManifestError(f"{path} is a folder: DICOM mammograms need a labels CSV (exam_id[,laterality],label)")
+            raise ManifestError(f"{path} is a folder without a {MANIFEST_NAME}: DICOM mammograms need a labels CSV "
+                                "(exam_id[,laterality],label)")
         rows = rows_from_dicom(path, read_dicom_labels(dicom_labels))
-        return manifest_from_rows(rows, class_names, where=str(path), check_files=check_files)
+        return manifest_from_rows(rows, class_names, where=str(path), check_files=check_files, **rules)
     if not path.is_file():
-        raise FileNotFoundError(f"mammography data {str(source)!r}: no such manifest file or DICOM folder")
-    return read_manifest(path, class_names, check_files=check_files)
+        raise FileNotFoundError(f"mammography data {str(source)!r}: no such manifest file or folder")
+    return read_manifest(path, class_names, check_files=check_files, **rules)
+
+
+def find_mammo_manifest(source: str | os.PathLike) -> Path | None:
+    """The mammography manifest `source` names (a CSV, or a folder's `manifest.csv`) when its header has the
+    laterality and view columns, else None; reads the header only."""
+    path = Path(source).expanduser()
+    path = path / MANIFEST_NAME if path.is_dir() else path
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        header = {name.strip() for name in next(csv.reader(handle), [])}
+    return path if {"laterality", "view"} <= header else None
 
 
 def read_manifest(
-    path: str | os.PathLike, class_names: Sequence[str] | None = None, check_files: bool = True
+    path: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    check_files: bool = True,
+    *,
+    exam_unit: str = "exam",
+    multi_crop: str = "pair",
 ) -> MammoManifest:
     """Read and validate a CSV manifest (see the module docstring); raises `ManifestError` listing the problems."""
     path = Path(path)
@@ -161,7 +182,8 @@ def read_manifest(
             clean["_where"] = f"{path.name} line {line}"
             clean["path"] = str(_resolve(clean["path"], path.parent)) if clean["path"] else ""
             rows.append(clean)
-    return manifest_from_rows(rows, class_names, where=str(path), check_files=check_files)
+    return manifest_from_rows(rows, class_names, where=str(path), check_files=check_files, exam_unit=exam_unit,
+                              multi_crop=multi_crop)
 
 
 def manifest_from_rows(
@@ -169,34 +191,23 @@ def manifest_from_rows(
     class_names: Sequence[str] | None = None,
     where: str = "<rows>",
     check_files: bool = True,
+    *,
+    exam_unit: str = "exam",
+    multi_crop: str = "pair",
 ) -> MammoManifest:
     """Validate rows (dicts with the manifest columns; `_where` optional) and group them into exams."""
+    check_rules(exam_unit, multi_crop)
     if not rows:
         raise ManifestError(f"{where}: no images listed")
     problems: list[str] = []
-    exams: dict[str, MammoExam] = {}
-    seen_labels: list[str] = []
-    for number, row in enumerate(rows):
-        origin = row.get("_where") or f"row {number}"
-        parsed = _parse_row(row, origin, problems)
-        if parsed is None:
-            continue
-        exam_id, patient_id, slot, view, split = parsed
-        exam = exams.setdefault(exam_id, MammoExam(exam_id, patient_id, {}, split))
-        if exam.patient_id != patient_id:
-            problems.append(f"{origin}: exam {exam_id!r} has patient_id {patient_id!r}, earlier {exam.patient_id!r}")
-        if (exam.split or None) != (split or None):
-            problems.append(f"{origin}: exam {exam_id!r} has split {split!r}, earlier {exam.split!r}")
-        if slot in exam.views:
-            problems.append(f"{origin}: duplicate view {slot} in exam {exam_id!r} (also {exam.views[slot].where})")
-            continue
-        exam.views[slot] = view
-        if view.label not in seen_labels:
-            seen_labels.append(view.label)
-    names = _class_names(class_names, seen_labels, problems)
+    images = [image for number, row in enumerate(rows)
+              if (image := _parse_row(row, row.get("_where") or f"row {number}", problems)) is not None]
+    problems += _listed_twice(images)
+    names = _class_names(class_names, list(dict.fromkeys(image.label for image in images)), problems)
+    exams, grouping_problems = group_exams(images, names, exam_unit, multi_crop)
+    problems += grouping_problems
     if check_files:
-        absent = [f"{view.path} ({view.where})" for exam in exams.values() for view in exam.views.values()
-                  if not Path(view.path).is_file()]
+        absent = [f"{image.path} ({image.where})" for image in images if not Path(image.path).is_file()]
         if absent and not problems:
             raise MissingFilesError(absent, where)
         problems += [f"file not found: {item}" for item in absent]
@@ -204,11 +215,14 @@ def manifest_from_rows(
         shown = "\n  ".join(problems[:_SHOW]) + (f"\n  ... and {len(problems) - _SHOW} more" if len(problems) > _SHOW
                                                  else "")
         raise ManifestError(f"{where}: {len(problems)} problem(s):\n  {shown}")
-    return MammoManifest(list(exams.values()), names, where)
+    manifest = MammoManifest(exams, names, where, images=images, exam_unit=exam_unit, multi_crop=multi_crop)
+    if manifest.num_left_out:
+        logger.info("%s: %d crop(s) left out by multi_crop=most_severe", where, manifest.num_left_out)
+    return manifest
 
 
-def _parse_row(row: Mapping[str, str], origin: str, problems: list[str]):
-    values = {name: str(row.get(name) or "").strip() for name in (*REQUIRED_COLUMNS, "split")}
+def _parse_row(row: Mapping[str, str], origin: str, problems: list[str]) -> MammoImage | None:
+    values = {name: str(row.get(name) or "").strip() for name in (*REQUIRED_COLUMNS, "split", "breast_id")}
     empty = [name for name in REQUIRED_COLUMNS if not values[name]]
     if empty:
         problems.append(f"{origin}: empty {', '.join(empty)}")
@@ -226,8 +240,19 @@ def _parse_row(row: Mapping[str, str], origin: str, problems: list[str]):
             problems.append(f"{origin}: unknown split {values['split']!r} (use one of {sorted(set(SPLIT_ALIASES))})")
     if laterality is None or view_position is None:
         return None
-    view = MammoView(values["path"], values["label"], origin)
-    return values["exam_id"], values["patient_id"], f"{laterality}-{view_position}", view, split
+    return MammoImage(values["path"], values["label"], origin, values["exam_id"], values["patient_id"], laterality,
+                      view_position, values["breast_id"], split)
+
+
+def _listed_twice(images: Sequence[MammoImage]) -> list[str]:
+    """One file on two rows is one image counted twice (and, in two exams, a leak): always a manifest error."""
+    first: dict[str, MammoImage] = {}
+    problems = []
+    for image in images:
+        if image.path in first:
+            problems.append(f"{image.where}: {image.path} is listed twice (also {first[image.path].where})")
+        first.setdefault(image.path, image)
+    return problems
 
 
 def _class_names(class_names: Sequence[str] | None, seen: list[str], problems: list[str]) -> list[str]:
@@ -337,9 +362,12 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "VIEW_SLOTS",
     "MammoExam",
+    "MammoImage",
     "MammoManifest",
     "MammoView",
+    "MANIFEST_NAME",
     "ManifestError",
+    "find_mammo_manifest",
     "load_mammo_manifest",
     "manifest_from_rows",
     "read_dicom_labels",

@@ -41,13 +41,17 @@ def run_mammo_training(
 ) -> dict:
     """Train, save a Hub-ready folder and write exam-level `metrics.json` (plus `view_level/` for single view)."""
     seed_everything(training_args.seed, training_args.full_determinism)
-    manifest = load_mammo_manifest(data_args.dataset, data_args.class_name_list, data_args.dicom_labels)
-    splits = manifest.split(data_args.validation_fraction, allow_leakage=data_args.allow_leakage)
+    manifest = load_mammo_manifest(data_args.dataset, data_args.class_name_list, data_args.dicom_labels,
+                                   exam_unit=data_args.exam_unit, multi_crop=data_args.multi_crop)
+    splits = manifest.split(data_args.validation_fraction, seed=data_args.split_seed,
+                            allow_leakage=data_args.allow_leakage)
     if data_args.eval_split not in splits:
         raise ValueError(f"evaluation split {data_args.eval_split!r} not found; splits: {list(splits)}")
     label_names = manifest.class_names
-    logger.info("mammography exams per split: %s; classes %s",
-                {name: len(part) for name, part in splits.items()}, label_names)
+    logger.info("mammography: %d images -> %d exams (exam_unit=%s, multi_crop=%s, %d crops left out); exams per "
+                "split: %s; classes %s", len(manifest.images), len(manifest), manifest.exam_unit,
+                manifest.multi_crop, manifest.num_left_out, {name: len(part) for name, part in splits.items()},
+                label_names)
 
     size = model_args.image_size
     train_exams = MammoExamDataset.from_manifest(splits["train"], size, data_args.orientation)
@@ -88,6 +92,8 @@ def run_mammo_training(
         **training_summary(trainer, train_result),
         "num_train_items": len(trainer.train_dataset),
         "num_eval_exams": len(eval_exams),
+        "exam_unit": data_args.exam_unit,
+        "multi_crop": data_args.multi_crop,
         "eval_split": data_args.eval_split,
         "image_size": size,
     }

@@ -77,7 +77,7 @@ def test_class_order_sets_severity(tmp_path):
     [
         (lambda rows: rows[0].update(view="ML"), "unknown view 'ML'"),
         (lambda rows: rows[0].update(laterality="B"), "unknown laterality 'B'"),
-        (lambda rows: rows[1].update(view="CC"), "duplicate view L-CC in exam 'e1'"),
+        (lambda rows: rows[1].update(path=rows[0]["path"]), r"e1_LCC.png is listed twice \(also manifest.csv line 2\)"),
         (lambda rows: rows[2].update(patient_id="p9"), "has patient_id 'p9'"),
         (lambda rows: rows[3].update(label=""), "empty label"),
         (lambda rows: rows[0].update(split="holdout"), "unknown split 'holdout'"),
