@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--json", action="store_true", help="print the report as JSON")
 
     commands.add_parser("benchmark", help="teacher vs DeiT vs distilled DeiT over training-set sizes, "
-                        "or over training budgets with --budgets (time to accuracy; see --help)",
+                        "or over training budgets with --budgets (time to accuracy); --task mammo: backbones, "
+                        "distillation and multi view on a mammography crop folder (see --help)",
                         add_help=False)
     commands.add_parser("tune", help="one student recipe on the validation split, one row per run (see --help)",
                         add_help=False)
@@ -87,6 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         return train(passed_on)
     if args.command == "benchmark":
+        from .training.arguments import requested_task
+
+        if requested_task(passed_on) == "mammo":
+            from .mammo.benchmark import mammo_benchmark_main
+
+            return mammo_benchmark_main(passed_on)
         from .experiments.benchmark import benchmark_main
 
         return benchmark_main(passed_on)

@@ -9,7 +9,9 @@ Modules:
   here) from pretrained checkpoints;
 - `evaluation`: exam-level scores from view-level predictions (max / mean);
 - `training`: the `--task mammo` run, through the shared training harness;
-- `synthetic`: a multi-view synthetic task; `inference`: a predictor.
+- `synthetic`: a multi-view synthetic task; `inference`: a predictor;
+- `benchmark` (with `bench_models`, `bench_runs`, `bench_summary`): `hf-deitcxr benchmark --task mammo`, backbones,
+  distillation and multi view from scratch on a real crop folder (cbis_mass), resumable, with bootstrap intervals.
 
 The data and training API is imported lazily (`from hf_deitcxr.mammo import read_manifest` works), so importing the
 package for the model classes does not pull in `datasets` or `pydicom`.
