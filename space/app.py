@@ -6,7 +6,9 @@ Environment: MODEL_ID (required), TEACHER_ID, MAMMO_MODEL_ID (adds the mammograp
 PRECISION (auto | fp32 | bf16; auto = bf16 weights on CPUs with AMX, else fp32), INPUT_CHECK (1 | 0),
 MAX_FILE_SIZE (largest upload, e.g. 50mb; default DEFAULT_MAX_FILE_SIZE).
 API: endpoint "predict" takes one file (PNG, JPEG or DICOM) and returns (student label dict, heatmap overlay,
-teacher label dict or None, Markdown status). Bad input raises gr.Error with the reason (HTML-escaped, as Gradio
+teacher label dict or None, Markdown status); "analyse" (the page's Classify) takes (file, rollout, cam) and adds
+(input preview, its Markdown facts, teacher CAM overlay or None); "batch" takes several files or zips and returns
+(table, CSV file) of `hf-deitcxr predict` rows. Bad input raises gr.Error with the reason (HTML-escaped, as Gradio
 renders it as HTML). Text taken from a file is never rendered as markup; uploads are deleted DELETE_CACHE after use.
 Research demo only: not a medical device.
 """
@@ -16,7 +18,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -40,8 +44,11 @@ except ImportError:  # a repository checkout where the package is not installed:
 
 from hf_deitcxr.data.dicom import UnreadableImageError  # noqa: E402
 from hf_deitcxr.serving import ChestXrayPredictor, ChestXrayResult, NotARadiographError  # noqa: E402
+from hf_deitcxr.serving.input_preview import input_facts_markdown  # noqa: E402
 from hf_deitcxr.serving.memory import release_memory  # noqa: E402
+from hf_deitcxr.serving.model_info import ModelInfo, load_model_info  # noqa: E402
 from hf_deitcxr.serving.safe_text import html_text, log_name, markdown_literal, shorten, user_message  # noqa: E402
+from hf_deitcxr.serving.space_batch import MAX_FILES, batch_rows, expand_uploads, parse_size, write_csv  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +72,11 @@ INTRO = (
     "mammography, ultrasound), partial crops, sideways or upside-down images, screenshots, photographed screens and "
     "extreme contrast. The check is not perfect: see the Space's README for what it misses."
 )
+BATCH_INTRO = (
+    f"Upload several files or a `.zip` of them (at most {MAX_FILES} files, each within the upload size limit). Each "
+    "row is what `hf-deitcxr predict` writes for the file: the student's label and probabilities, the input check's "
+    "verdict (a refused image is still predicted, and says so), or the error that kept it from being read."
+)
 
 
 def build_demo(
@@ -87,11 +99,20 @@ def build_demo(
     def predict(path: str | None):
         return run_prediction(predictor, path)
 
+    def analyse(path: str | None, rollout: bool = True, cam: bool = True):
+        return run_analysis(predictor, path, rollout, cam)
+
+    def batch(paths: list[str] | None):
+        return run_batch(predictor, paths, parse_size(launch_options()["max_file_size"]))
+
+    cards = (load_model_info(model_id), load_model_info(teacher_id) if teacher_id else None)
     with gr.Blocks(title="Chest X-ray classifier (research demo)", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(INTRO)
         gr.Markdown(f"> ⚠️ {DISCLAIMER}")
         with gr.Tab("Chest X-ray"):
-            _chest_tab(predict, model_id, teacher_id)
+            _chest_tab(predict, analyse, cards)
+        with gr.Tab("Batch"):
+            _batch_tab(batch)
         if mammo_model_id:
             add_tab = _load_mammography_tab()
             if add_tab is None:
@@ -101,36 +122,82 @@ def build_demo(
     return demo
 
 
-def _chest_tab(predict, model_id: str, teacher_id: str | None) -> None:
-    """Upload + examples on the left; student label, heatmap, teacher label and status on the right."""
+def _chest_tab(predict, analyse, cards: tuple[ModelInfo, ModelInfo | None]) -> None:
+    """Upload, explanation switches and examples on the left; labels, heatmaps, preview and status on the right."""
+    student_card, teacher_card = cards
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", type="filepath")
+            with gr.Row():
+                rollout = gr.Checkbox(True, label="Student attention rollout")
+                cam = gr.Checkbox(bool(teacher_card), label="Teacher CAM", visible=bool(teacher_card))
             button = gr.Button("Classify", variant="primary")
             examples_row = gr.Column()
         with gr.Column():
-            student_label = gr.Label(num_top_classes=TOP_K, label=f"Student: {_short(model_id)}")
-            heatmap = gr.Image(label="Attention rollout (where the student looked)", type="numpy", format="png")
-            teacher_label = gr.Label(
-                num_top_classes=TOP_K, label=f"Teacher: {_short(teacher_id)}", visible=bool(teacher_id)
-            )
+            student_label = gr.Label(num_top_classes=TOP_K, label=f"Student: {student_card.name}")
+            teacher_name = teacher_card.name if teacher_card else "none"
+            teacher_label = gr.Label(num_top_classes=TOP_K, label=f"Teacher: {teacher_name}",
+                                     visible=bool(teacher_card))
+            with gr.Row():
+                heatmap = gr.Image(label="Attention rollout (where the student looked)", type="numpy", format="png")
+                teacher_map = gr.Image(label="CAM (where the teacher looked)", type="numpy", format="png",
+                                       visible=bool(teacher_card))
             status = gr.Markdown()
+    with gr.Row():
+        preview = gr.Image(label="Input preview (what the student was given)", type="pil", format="png")
+        facts = gr.Markdown()
+    _card_accordion(student_card, teacher_card)
     outputs = [student_label, heatmap, teacher_label, status]
-    # The API endpoint of the contract: one file in; student, heatmap, teacher (or None), status out.
-    button.click(predict, inputs=[upload], outputs=outputs, api_name="predict")
+    # The API endpoint of the contract (one file in; student, heatmap, teacher or None, status out), without a UI.
+    gr.Button(visible=False).click(predict, inputs=[upload], outputs=outputs, api_name="predict")
+    shown = [*outputs, preview, facts, teacher_map]
+    button.click(analyse, inputs=[upload, rollout, cam], outputs=shown, api_name="analyse")
     examples = sorted(EXAMPLES_DIR.glob("*.jpg")) + sorted(EXAMPLES_DIR.glob("*.png"))
     if examples:
-        with examples_row:  # clicking an example classifies it at once (not cached: the model may change)
-            gr.Examples([[str(p)] for p in examples], inputs=[upload], outputs=outputs, fn=predict,
+        with examples_row:  # clicking an example classifies it at once, with both explanations (not cached)
+            gr.Examples([[str(p)] for p in examples], inputs=[upload], outputs=shown, fn=analyse,
                         run_on_click=True, cache_examples=False, label="Examples (see ATTRIBUTION.md)")
+
+
+def _card_accordion(student: ModelInfo, teacher: ModelInfo | None) -> None:
+    """The model cards' training data, method, results and audit, folded away (the operator's text, sanitised)."""
+    with gr.Accordion("Model cards", open=False):
+        for role, info in (("Student", student), ("Teacher", teacher)):
+            if info is not None:
+                gr.Markdown(f"## {role}: {markdown_literal(info.name)}\n\n{info.markdown}")
+
+
+def _batch_tab(batch) -> None:
+    """Several files or a zip in; the `hf-deitcxr predict` table and its CSV out (a bad file is a row)."""
+    gr.Markdown(BATCH_INTRO)
+    files = gr.File(label="Images, DICOMs or a .zip of them", file_count="multiple", type="filepath")
+    button = gr.Button("Classify all", variant="primary")
+    table = gr.Dataframe(label="Predictions", interactive=False, wrap=True)
+    download = gr.File(label="predictions.csv")
+    button.click(batch, inputs=[files], outputs=[table, download], api_name="batch")
 
 
 def run_prediction(predictor: ChestXrayPredictor, path: str | None):
     """The `predict` endpoint: (student label dict, overlay, teacher label dict or None, Markdown status)."""
+    result = _predict(predictor, path, rollout=True, cam=False)
+    teacher = result.teacher.probabilities if result.teacher is not None else None
+    return result.student.probabilities, result.overlay, teacher, status_markdown(result)
+
+
+def run_analysis(predictor: ChestXrayPredictor, path: str | None, rollout: bool, cam: bool):
+    """The page's Classify (`analyse`): `predict`'s four outputs, then the input preview, its facts, the teacher CAM."""
+    result = _predict(predictor, path, rollout=rollout, cam=cam)
+    teacher = result.teacher.probabilities if result.teacher is not None else None
+    facts = input_facts_markdown(result, predictor.student)
+    return (result.student.probabilities, result.overlay, teacher, status_markdown(result), result.model_input,
+            facts, result.teacher_overlay)
+
+
+def _predict(predictor: ChestXrayPredictor, path: str | None, *, rollout: bool, cam: bool) -> ChestXrayResult:
     if not path:
         raise gr.Error("Please upload a chest X-ray first (PNG, JPEG or DICOM).", title="No image")
     try:
-        result = predictor.predict(path)
+        return predictor.predict(path, heatmap=rollout, teacher_heatmap=cam)
     except NotARadiographError as err:
         raise refusal(path, "Not a chest X-ray", str(err)) from err
     except UnreadableImageError as err:
@@ -145,8 +212,23 @@ def run_prediction(predictor: ChestXrayPredictor, path: str | None):
                        "file.", title="Server error", print_exception=False) from err
     finally:  # the decoded upload's freed heap back to the OS, or the process stays at its largest request's peak
         release_memory(sys.exc_info()[1])  # a refusal's traceback still holds the decoded image: cleared first
-    teacher = result.teacher.probabilities if result.teacher is not None else None
-    return result.student.probabilities, result.overlay, teacher, status_markdown(result)
+
+
+def run_batch(predictor: ChestXrayPredictor, paths: list[str] | None, max_bytes: int):
+    """The `batch` endpoint: (table of `hf-deitcxr predict` rows, the CSV file). Bad files are rows, not errors."""
+    if not paths:
+        raise gr.Error("Please upload one or more files (PNG, JPEG, DICOM) or a .zip of them.", title="No files")
+    folder = Path(tempfile.mkdtemp(prefix="hf_deitcxr_batch_"))
+    try:
+        inputs, shown = expand_uploads(paths, folder, max_bytes)
+        header, rows = batch_rows(predictor.student, predictor.check, inputs, shown)
+        rows = [[user_message(cell) if column == "error" else cell for column, cell in zip(header, row, strict=True)]
+                for row in rows]  # an error's text loses server paths and class names, as the single upload's toast
+        csv_path = write_csv(Path(tempfile.mkdtemp(prefix="hf_deitcxr_csv_")) / "predictions.csv", header, rows)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # the extracted members; Gradio copies the CSV into its cache
+        release_memory(None)
+    return gr.Dataframe(value=rows, headers=header), str(csv_path)
 
 
 def refusal(path: str, title: str, message: str) -> gr.Error:
@@ -212,13 +294,6 @@ def status_markdown(result: ChestXrayResult) -> str:
 def _top(probabilities: dict[str, float]) -> str:
     label, probability = next(iter(probabilities.items()))
     return f"{label} ({probability:.0%})"
-
-
-def _short(model_id: str | None) -> str:
-    if not model_id:
-        return "none"
-    path = Path(model_id)
-    return path.name if path.exists() else model_id
 
 
 def resolve_model_id(model_id: str, variable: str = "MODEL_ID") -> str:

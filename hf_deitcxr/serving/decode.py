@@ -32,6 +32,9 @@ class DecodedUpload:
     modality: str | None  # DICOM (0008,0060) Modality, e.g. "CR", "DX", "CT"; None when absent or not DICOM
     body_part: str | None = None  # DICOM (0018,0015) BodyPartExamined, e.g. "CHEST"; None when absent
     view_position: str | None = None  # DICOM (0018,5101) ViewPosition, e.g. "PA", "LL"; None when absent
+    photometric: str | None = None  # DICOM PhotometricInterpretation, e.g. "MONOCHROME1" (inverted on decoding)
+    window: str | None = None  # the VOI step `read_radiograph` applied, as text (the Space's input preview)
+    pixel_spacing: str | None = None  # "row x column mm" from PixelSpacing / ImagerPixelSpacing; None when absent
 
     @property
     def size(self) -> tuple[int, int]:
@@ -54,7 +57,7 @@ def decode_upload(source: ImageSource) -> DecodedUpload:
     except UnreadableImageError as err:
         raise UnreadableImageError(str(err).replace("<bytes>", name)) from err
     if dicom:
-        return DecodedUpload(grey, 0.0, True, *_dicom_facts(data))
+        return DecodedUpload(grey, 0.0, True, *_dicom_facts(data))  # the header is parsed once more, without pixels
     return DecodedUpload(grey, _colourfulness(data), False, None)
 
 
@@ -77,14 +80,46 @@ def _colourfulness(data: bytes) -> float:
     return colourfulness(np.asarray(thumbnail))
 
 
-def _dicom_facts(data: bytes) -> tuple[str | None, str | None, str | None]:
-    """(Modality, BodyPartExamined, ViewPosition), each stripped and uppercased, several values joined by a
-    backslash as DICOM writes them (so "CT\\DX" stays visible as two values); None when absent or empty."""
+def _dicom_facts(data: bytes) -> tuple[str | None, ...]:
+    """(Modality, BodyPartExamined, ViewPosition, PhotometricInterpretation), each stripped and uppercased, several
+    values joined by a backslash as DICOM writes them (so "CT\\DX" stays visible as two values), then the window
+    and pixel spacing as text; None when absent or empty."""
     try:
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
     except Exception:  # the pixels decoded, so the header is readable in practice; never fail on metadata alone
-        return None, None, None
-    return tuple(_tag_text(header, keyword) for keyword in ("Modality", "BodyPartExamined", "ViewPosition"))
+        return None, None, None, None, None, None
+    tags = ("Modality", "BodyPartExamined", "ViewPosition", "PhotometricInterpretation")
+    return (*(_tag_text(header, keyword) for keyword in tags), _window_text(header), _spacing_text(header))
+
+
+def _window_text(header: pydicom.Dataset) -> str | None:
+    """The VOI step in the order `dicom_display` applies it: VOI LUT sequence, else the first window, else none."""
+    try:
+        if header.get("VOILUTSequence"):
+            return "VOI LUT sequence"
+        center, width = _first(header.get("WindowCenter")), _first(header.get("WindowWidth"))
+        if center is not None and width is not None:
+            return f"center {float(center):g} / width {float(width):g}"
+    except Exception:  # an unparsable value: the decoder went on without it, and so does this description
+        return None
+    return "none in the file (the stored bit depth's range)"
+
+
+def _spacing_text(header: pydicom.Dataset) -> str | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        try:
+            value = header.get(keyword)
+            if value is not None and len(value) == 2:
+                return f"{float(value[0]):g} × {float(value[1]):g} mm ({keyword})"
+        except Exception:  # an unparsable spacing is left out, not an error
+            continue
+    return None
+
+
+def _first(value: object) -> object | None:
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return value[0] if len(value) else None
+    return value
 
 
 def _tag_text(header: pydicom.Dataset, keyword: str) -> str | None:

@@ -62,6 +62,8 @@ class ChestXrayResult:
     overlay: np.ndarray | None  # (H, W, 3) uint8 heatmap over the image
     statistics: ImageStatistics | None  # None when the input check is off
     upload: DecodedUpload
+    model_input: Image.Image | None = None  # the student's input image (grey, model size, saved preprocessing)
+    teacher_overlay: np.ndarray | None = None  # the teacher's CAM over its view; None unless asked for
 
 
 @lru_cache(maxsize=1)
@@ -185,7 +187,11 @@ class RadiographClassifier:
     def predict(self, grey: Image.Image, heatmap: bool = True, framed: bool = False) -> Prediction:
         """Class probabilities (and a heatmap if `heatmap` and the model supports one) for one grey image
         (`framed`: already `model_view`-ed, so its border is not searched for again)."""
-        resized = self.resize(grey, framed=framed)
+        return self.predict_resized(self.resize(grey, framed=framed), heatmap)
+
+    @torch.inference_mode()
+    def predict_resized(self, resized: Image.Image, heatmap: bool = True) -> Prediction:
+        """`predict` of an image already `resize`d (the model input, which the Space also shows as its preview)."""
         with self._lock:
             probabilities, heat = self._forward(self._fill_pixels(resized), heatmap, self.fused)
         return self._prediction(probabilities[0], None if heat is None else heat[0])
@@ -284,12 +290,16 @@ class ChestXrayPredictor:
     ) -> ChestXrayPredictor:
         student = RadiographClassifier.from_pretrained(model_id, precision=precision, fused=fused)
         teacher = (
-            RadiographClassifier.from_pretrained(teacher_id, precision=precision, explain=False) if teacher_id else None
-        )
+            RadiographClassifier.from_pretrained(teacher_id, precision=precision) if teacher_id else None
+        )  # explain: a CAM costs only when asked for (`teacher_heatmap`); the hook is a reference per forward
         return cls(student, teacher, RadiographCheck() if check_input else None)
 
-    def predict(self, source: str | os.PathLike | bytes, heatmap: bool = True) -> ChestXrayResult:
-        """Raises `UnreadableImageError` (cannot decode) or `NotARadiographError` (input check failed)."""
+    def predict(
+        self, source: str | os.PathLike | bytes, heatmap: bool = True, teacher_heatmap: bool = False
+    ) -> ChestXrayResult:
+        """Raises `UnreadableImageError` (cannot decode) or `NotARadiographError` (input check failed).
+
+        heatmap: the student's attention rollout; teacher_heatmap: the teacher's CAM (if it has one)."""
         upload = decode_upload(source)
         resized = None
         statistics = None
@@ -300,10 +310,19 @@ class ChestXrayPredictor:
         # be removed at the image's own resolution, as the saved processor does)
         reuse = resized is not None and resized.size == (self.student.size,) * 2 and self.student.preprocessing.is_stock
         view = self.student.model_view(upload.grey)  # the border is found once, for the input and the overlay
-        student = self.student.predict(resized if reuse else view, heatmap=heatmap, framed=True)
-        teacher = self.teacher.predict(upload.grey, heatmap=False) if self.teacher is not None else None
+        model_input = resized if reuse else self.student.resize(view, framed=True)
+        student = self.student.predict_resized(model_input, heatmap=heatmap)
+        teacher, teacher_image = self._teacher(upload.grey, teacher_heatmap)
         image = overlay(view, student.heatmap) if student.heatmap is not None else None
-        return ChestXrayResult(student, teacher, image, statistics, upload)
+        return ChestXrayResult(student, teacher, image, statistics, upload, model_input, teacher_image)
+
+    def _teacher(self, grey: Image.Image, heatmap: bool) -> tuple[Prediction | None, np.ndarray | None]:
+        """The teacher's prediction and, if asked, its CAM over its own view (border found once for both)."""
+        if self.teacher is None:
+            return None, None
+        view = self.teacher.model_view(grey)
+        prediction = self.teacher.predict(view, heatmap=heatmap, framed=True)
+        return prediction, overlay(view, prediction.heatmap) if prediction.heatmap is not None else None
 
 
 __all__ = [

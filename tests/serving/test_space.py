@@ -244,7 +244,7 @@ def test_refusal_toasts_are_escaped_and_name_no_server_path(app_module, tiny_pre
 
 def test_an_unexpected_failure_is_logged_and_the_user_gets_no_internals(app_module, tiny_predictor, monkeypatch,
                                                                        caplog):
-    def crash(path):
+    def crash(path, **options):
         raise RuntimeError(f"boom in <object at 0x7f3c2a1b2c30> reading {path}")
 
     monkeypatch.setattr(tiny_predictor, "predict", crash)
@@ -287,7 +287,7 @@ def test_an_over_size_upload_is_refused_with_a_clear_message(app_module, demo, c
 
 
 def test_decoder_messages_lose_class_names_addresses_paths_and_install_hints(app_module, tiny_predictor, monkeypatch):
-    def refuse(path):
+    def refuse(path, **options):
         raise app_module.UnreadableImageError(
             "x.dcm: corrupt DICOM (InvalidDicomError: bad header in <_io.BytesIO object at 0x7f3c2a1b2c30> from "
             "/srv/gradio/0a1b/x.dcm); install a decoder for it, e.g. `pip install pylibjpeg`")
