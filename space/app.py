@@ -228,7 +228,9 @@ def run_batch(predictor: ChestXrayPredictor, paths: list[str] | None, max_bytes:
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # the extracted members; Gradio copies the CSV into its cache
         release_memory(None)
-    return gr.Dataframe(value=rows, headers=header), str(csv_path)
+    import pandas as pd  # gradio's own dependency: imported after it, so a missing gradio is reported first
+
+    return pd.DataFrame(rows, columns=header), str(csv_path)
 
 
 def refusal(path: str, title: str, message: str) -> gr.Error:
