@@ -171,7 +171,7 @@ def _batch_tab(batch) -> None:
     """Several files or a zip in; the `hf-deitcxr predict` table and its CSV out (a bad file is a row)."""
     gr.Markdown(BATCH_INTRO)
     files = gr.File(label="Images, DICOMs or a .zip of them", file_count="multiple", type="filepath")
-    button = gr.Button("Classify all", variant="primary")
+    button = gr.Button("Predict all files", variant="primary")  # not "Classify ...": the chest tab's button
     table = gr.Dataframe(label="Predictions", interactive=False, wrap=True)
     download = gr.File(label="predictions.csv")
     button.click(batch, inputs=[files], outputs=[table, download], api_name="batch")

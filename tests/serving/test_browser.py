@@ -208,3 +208,15 @@ def test_an_over_size_upload_is_refused_in_the_page(served, page, tmp_path):
     toast.wait_for()  # the page refuses it before sending it
     assert "big.dcm" in toast.text_content()
     assert page.get_by_text("big.dcm").count() == 1  # named in the toast only: the File component did not take it
+
+
+def test_the_page_shows_the_preview_both_heatmaps_and_the_model_cards(served, page, tmp_path):
+    url, _ = served
+    radiograph = tmp_path / "preview.jpg"
+    shutil.copy(UPLOAD, radiograph)
+    upload_and_classify(page, url, radiograph)
+    for title in ("Attention rollout", "CAM (where the teacher looked)", "Input preview"):
+        page.locator(".block", has_text=title).locator("img").first.wait_for(state="visible")
+    assert page.get_by_text("Model input:").first.is_visible()
+    page.get_by_text("Model cards").first.click()  # the accordion opens on a click
+    page.get_by_text("Student: student").first.wait_for(state="visible")
