@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -224,13 +225,24 @@ def run_batch(predictor: ChestXrayPredictor, paths: list[str] | None, max_bytes:
         header, rows = batch_rows(predictor.student, predictor.check, inputs, shown)
         rows = [[user_message(cell) if column == "error" else cell for column, cell in zip(header, row, strict=True)]
                 for row in rows]  # an error's text loses server paths and class names, as the single upload's toast
-        csv_path = write_csv(Path(tempfile.mkdtemp(prefix="hf_deitcxr_csv_")) / "predictions.csv", header, rows)
+        csv_path = write_csv(_csv_folder() / "predictions.csv", header, rows)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # the extracted members; Gradio copies the CSV into its cache
         release_memory(None)
     import pandas as pd  # gradio's own dependency: imported after it, so a missing gradio is reported first
 
     return pd.DataFrame(rows, columns=header), str(csv_path)
+
+
+def _csv_folder() -> Path:
+    """A new folder for one batch's CSV; those older than DELETE_CACHE's age are removed first (Gradio serves its
+    own copy, so ours are not needed after the response)."""
+    root = Path(tempfile.gettempdir()) / f"hf_deitcxr_batch_csv_{os.getpid()}"
+    root.mkdir(exist_ok=True)
+    for old in root.iterdir():
+        if time.time() - old.stat().st_mtime > DELETE_CACHE[1]:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=root))
 
 
 def refusal(path: str, title: str, message: str) -> gr.Error:

@@ -35,6 +35,7 @@ class DecodedUpload:
     photometric: str | None = None  # DICOM PhotometricInterpretation, e.g. "MONOCHROME1" (inverted on decoding)
     window: str | None = None  # the VOI step `read_radiograph` applied, as text (the Space's input preview)
     pixel_spacing: str | None = None  # "row x column mm" from PixelSpacing / ImagerPixelSpacing; None when absent
+    inverted: bool = False  # the decoder inverted the grey levels (MONOCHROME1 or Presentation LUT Shape INVERSE)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -83,13 +84,15 @@ def _colourfulness(data: bytes) -> float:
 def _dicom_facts(data: bytes) -> tuple[str | None, ...]:
     """(Modality, BodyPartExamined, ViewPosition, PhotometricInterpretation), each stripped and uppercased, several
     values joined by a backslash as DICOM writes them (so "CT\\DX" stays visible as two values), then the window
-    and pixel spacing as text; None when absent or empty."""
+    and pixel spacing as text (None when absent or empty) and whether the decoder inverted the grey levels."""
     try:
         header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
     except Exception:  # the pixels decoded, so the header is readable in practice; never fail on metadata alone
-        return None, None, None, None, None, None
+        return None, None, None, None, None, None, False
     tags = ("Modality", "BodyPartExamined", "ViewPosition", "PhotometricInterpretation")
-    return (*(_tag_text(header, keyword) for keyword in tags), _window_text(header), _spacing_text(header))
+    texts = [_tag_text(header, keyword) for keyword in tags]
+    inverted = texts[3] == "MONOCHROME1" or _tag_text(header, "PresentationLUTShape") == "INVERSE"
+    return (*texts, _window_text(header), _spacing_text(header), inverted)
 
 
 def _window_text(header: pydicom.Dataset) -> str | None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 from .predictor import ChestXrayResult, RadiographClassifier
 from .safe_text import markdown_literal
 
-# how `read_radiograph` shows each photometric interpretation (bone always bright)
-_PHOTOMETRIC_NOTES = {"MONOCHROME1": "inverted so that bone is bright", "MONOCHROME2": "as stored"}
-
 
 def preprocessing_text(classifier: RadiographClassifier) -> str:
     """The saved image processor's steps before the model, in words."""
@@ -31,7 +28,8 @@ def input_facts_markdown(result: ChestXrayResult, classifier: RadiographClassifi
     lines = [f"**Decoded:** {width}×{height} px, 8-bit grey.", f"**Model input:** {preprocessing_text(classifier)}."]
     if upload.is_dicom:
         photometric = upload.photometric
-        note = _PHOTOMETRIC_NOTES.get(photometric or "", "converted to grey")
+        grey = photometric is None or photometric.startswith("MONOCHROME")
+        note = "inverted so that bone is bright" if upload.inverted else "as stored" if grey else "converted to grey"
         shown = markdown_literal(photometric) if photometric else "not stated"
         lines.append(f"**Photometric interpretation:** {shown} ({note}).")
         lines.append(f"**Window:** {upload.window or 'unknown'}.")

@@ -167,3 +167,14 @@ def test_uploads_show_base_names_and_sizes_parse_like_gradio(tmp_path):
     assert parse_size("50mb") == 50 * 1024**2 and parse_size("1024") == 1024
     with pytest.raises(ValueError):
         parse_size("lots")
+
+
+def test_decoded_dicom_facts_say_what_the_decoder_did(tmp_path):
+    from hf_deitcxr.serving.decode import decode_upload
+
+    pixels = np.asarray(Image.open(RADIOGRAPHS[0]))
+    write_dicom(tmp_path / "inverse.dcm", pixels, PresentationLUTShape="INVERSE")
+    upload = decode_upload(tmp_path / "inverse.dcm")
+    assert upload.inverted and upload.photometric == "MONOCHROME2" and upload.pixel_spacing is None
+    assert upload.window.startswith("none in the file")
+    assert not decode_upload(RADIOGRAPHS[0]).inverted
