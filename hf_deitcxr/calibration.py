@@ -83,8 +83,6 @@ def calibrate_model(model_path: str | Path, dataset: str, split: str = "validati
                     num_bins: int = 15) -> dict[str, Any]:
     """Fit the temperature of the saved model folder `model_path` on `split` of `dataset`, write it into the folder's
     config.json (`calibration_temperature`) and the summary into `calibration.json`; returns the summary."""
-    from transformers import AutoConfig
-
     from .evaluation import load_model_on_split, predict_logits
 
     folder = Path(model_path)
@@ -97,9 +95,8 @@ def calibrate_model(model_path: str | Path, dataset: str, split: str = "validati
     summary = {"model": folder.name, "dataset": Path(str(dataset)).name, "split": split,
                "label_names": loaded.label_names,
                **calibration_summary(logits, data.labels.numpy(), data.extras.get("patient_id"), num_bins)}
-    config = AutoConfig.from_pretrained(folder)
-    config.calibration_temperature = summary["temperature"]
-    config.save_pretrained(folder)
+    loaded.model.config.calibration_temperature = summary["temperature"]
+    loaded.model.config.save_pretrained(folder)  # the config the model was loaded from, with the fitted temperature
     (folder / CALIBRATION_FILE).write_text(json.dumps(summary, indent=2))
     return summary
 
