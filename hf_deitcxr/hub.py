@@ -8,6 +8,8 @@ published and refuses the rest before anything leaves the machine:
 - anything that looks like a secret (`.env`, token/credential/key files, a Hub token or private key inside a file,
   the token you are logged in with) makes the push fail, naming the file;
 - pickle files other than the skipped `training_args.bin` are refused (they run code when loaded).
+A Space folder is pushed as a staged copy (space_bundle.py): the package source vendored next to `app.py`, the
+example repo ids of its card filled in, refused while an `OWNER` placeholder is left.
 The token is never an argument: huggingface_hub reads it from `hf auth login` or `HF_TOKEN`, and this module never
 prints, logs or writes it.
 """
@@ -19,7 +21,9 @@ import glob
 import json
 import re
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,14 +66,21 @@ class PushArguments:
     teacher_repo_id: str | None = field(default=None, metadata={"help": "Hub id of the teacher, named in the card"})
     space_model_id: str | None = field(default=None, metadata={"help": "With --repo_type space: set the Space's "
                                                                         "MODEL_ID variable to this model repo"})
+    space_teacher_id: str | None = field(default=None, metadata={"help": "With --repo_type space: set the Space's "
+                                                                          "TEACHER_ID variable to this model repo"})
+    stage_dir: str | None = field(default=None, metadata={"help": "With --repo_type space: build the staged copy "
+                                                                   "that is uploaded (package vendored, ids filled in) "
+                                                                   "in this new folder and keep it (default: a "
+                                                                   "temporary folder)"})
 
     def __post_init__(self) -> None:
         if self.repo_type not in REPO_TYPES:
             raise ValueError(f"repo_type must be one of {REPO_TYPES}, got {self.repo_type!r}")
         if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
             raise ValueError(f"repo_id must be `namespace/name`, got {self.repo_id!r}")
-        if self.space_model_id and self.repo_type != "space":
-            raise ValueError("--space_model_id only applies with --repo_type space")
+        for name in ("space_model_id", "space_teacher_id", "stage_dir"):
+            if getattr(self, name) and self.repo_type != "space":
+                raise ValueError(f"--{name} only applies with --repo_type space")
 
 
 @dataclass
@@ -98,6 +109,8 @@ def push_main(argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     refuse_token_arguments(argv)
+    if argv and not argv[0].startswith("-"):  # `hf-deitcxr push space ...`: the folder as first word
+        argv = ["--folder", *argv]
     (args,) = HfArgumentParser(PushArguments).parse_args_into_dataclasses(args=argv)
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -131,11 +144,31 @@ def refuse_token_arguments(argv: Sequence[str]) -> None:
 
 
 def push(args: PushArguments, endpoint: str | None = None):
-    """Check and publish `args.folder`; with `dry_run`, only return the plan. `endpoint`: a Hub other than the
-    default (HF_ENDPOINT) one, e.g. a test server."""
+    """Check and publish `args.folder` (a Space folder: its staged copy); with `dry_run`, only return the plan.
+    `endpoint`: a Hub other than the default (HF_ENDPOINT) one, e.g. a test server."""
+    if args.repo_type != "space":
+        return _push_folder(args, Path(args.folder), endpoint)
+    with staged_space(args) as staged:
+        return _push_folder(args, staged, endpoint)
+
+
+@contextmanager
+def staged_space(args: PushArguments) -> Iterator[Path]:
+    """The Space folder as it is uploaded: in `args.stage_dir` (kept) or a temporary folder (removed after)."""
+    from .space_bundle import PlaceholderLeft, SpaceIds, stage_space
+
+    ids = SpaceIds(args.repo_id, args.space_model_id, args.space_teacher_id)
+    with tempfile.TemporaryDirectory(prefix="hf_deitcxr_space_") as temporary:
+        try:
+            staged = stage_space(Path(args.folder), Path(args.stage_dir or temporary), ids)
+        except (PlaceholderLeft, FileNotFoundError, FileExistsError) as problem:
+            raise PushRefused(str(problem)) from problem
+        yield staged
+
+
+def _push_folder(args: PushArguments, folder: Path, endpoint: str | None):
     from huggingface_hub import HfApi, constants, get_token
 
-    folder = Path(args.folder)
     plan = plan_push(folder, args.repo_type, write_card=args.model_card)
     print(plan.describe(args))
     if args.dry_run:
@@ -166,6 +199,9 @@ def push(args: PushArguments, endpoint: str | None = None):
     if args.space_model_id:
         api.add_space_variable(args.repo_id, "MODEL_ID", args.space_model_id,
                                description="Model repo the demo serves")
+    if args.space_teacher_id:
+        api.add_space_variable(args.repo_id, "TEACHER_ID", args.space_teacher_id,
+                               description="Teacher shown beside the student")
     commit = api.upload_folder(
         repo_id=args.repo_id, folder_path=folder, repo_type=args.repo_type, revision=args.revision,
         commit_message=commit_message(args),

@@ -137,7 +137,11 @@ def test_space_push_creates_a_gradio_space_and_sets_the_model(tmp_path, logged_i
     assert hub.repos["space/someone/deit-cxr-demo"]["sdk"] == "gradio"
     assert hub.variables == [("space/someone/deit-cxr-demo", {"key": "MODEL_ID", "value": "someone/deit-cxr",
                                                               "description": "Model repo the demo serves"})]
-    assert hub.committed_paths() == {"app.py", "requirements.txt", "README.md"}
+    # the folder's files (not its __pycache__/) and the package vendored beside them (tests/test_space_bundle.py)
+    paths = hub.committed_paths()
+    assert {path for path in paths if not path.startswith("hf_deitcxr/")} == {"app.py", "requirements.txt",
+                                                                            "README.md"}
+    assert "hf_deitcxr/__init__.py" in paths
     assert hub.branches == []  # main: no branch to create
 
 
