@@ -58,7 +58,7 @@ def test_space_push_uploads_the_app_pinned_requirements_and_the_vendored_package
     assert tree_digest(SPACE) == before  # the user's folder is left as it was
     paths = hub.committed_paths()
     assert {"app.py", "mammo_tab.py", "requirements.txt", "README.md", "hf_deitcxr/__init__.py",
-            "hf_deitcxr/serving/chest_predictor.py", "hf_deitcxr/model_card_template.md",
+            "hf_deitcxr/serving/predictor.py", "hf_deitcxr/model_card_template.md",
             "hf_deitcxr/serving/radiograph_gate.safetensors", "hf_deitcxr/serving/radiograph_layout.npz"} <= paths
     assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc") or "sample_data" in p]
     assert [(key, value["key"], value["value"]) for key, value in hub.variables] == [
