@@ -17,11 +17,18 @@ the app did not foresee), a timeout, a valid file refused or a hostile one accep
         --clients 8 --requests_per_client 50
     python scripts/load_test_space.py --model_id outputs/quickstart/distill --teacher_id outputs/quickstart/teacher \
         --clients 16 --requests_per_client 20 --mix hostile --baseline_requests 40
+
+`--designs 1x1,8x8 --clients 1,8,16 --rounds 2`: the app's serving design, CONCURRENCYxMAX_BATCH_SIZE (1x1: one
+request at a time, no batching, the app before micro-batching), each started afresh, at each client count (1 = the
+sequential baseline of `baseline_requests` requests), the designs alternating round by round so that drifting load
+from other processes hits each alike. Per row: latency, throughput, the server's peak RSS and its CPU seconds per
+request; the throughput ratio is against the first design at the same client count.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -44,9 +51,13 @@ class LoadTestArguments:
     model_id: str | None = field(default=None, metadata={"help": "MODEL_ID of the app to start (folder or Hub id)"})
     teacher_id: str | None = field(default=None, metadata={"help": "TEACHER_ID of the app to start (optional)"})
     url: str | None = field(default=None, metadata={"help": "Test an app already running here instead"})
-    clients: int = field(default=8)
+    clients: str = field(default="8", metadata={"help": "Concurrent client counts, comma-separated (e.g. 1,8,16); "
+                                                        "the 1-client sequential baseline always runs first"})
     requests_per_client: int = field(default=50)
-    baseline_requests: int = field(default=20, metadata={"help": "Sequential single-client requests first"})
+    baseline_requests: int = field(default=20, metadata={"help": "Sequential single-client requests"})
+    designs: str = field(default="", metadata={"help": "Serving designs CONCURRENCYxMAX_BATCH_SIZE, comma-separated "
+                                                       "(e.g. 1x1,8x8); empty: the app's defaults / environment"})
+    rounds: int = field(default=1, metadata={"help": "Repetitions of the designs, alternating"})
     timeout_s: float = field(default=300.0)
     mix: str = field(default="valid", metadata={"help": "valid: the sample radiographs only; hostile: a mix of "
                                                         "valid, hostile and near-limit files",
@@ -62,6 +73,39 @@ class LoadTestArguments:
             raise ValueError("give --model_id (start space/app.py) or --url (connect to a running app)")
         if self.mix not in ("valid", "hostile"):
             raise ValueError(f"--mix must be valid or hostile, not {self.mix!r}")
+        self.client_counts = sorted({1, *parse_counts(self.clients)})
+        self.design_list = parse_designs(self.designs)
+        if self.url and self.design_list != [None]:
+            raise ValueError("--designs starts the app with each design: it does not apply to --url")
+        if self.rounds < 1:
+            raise ValueError(f"--rounds must be at least 1, got {self.rounds}")
+
+
+def parse_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--clients must be whole numbers separated by commas, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise ValueError(f"--clients needs at least one count of 1 or more, got {text!r}")
+    return counts
+
+
+def parse_designs(text: str) -> list[tuple[int, int] | None]:
+    """"1x1,8x8" -> [(1, 1), (8, 8)] (CONCURRENCY, MAX_BATCH_SIZE); "" -> [None] (the app as configured)."""
+    designs = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        concurrency, sep, batch = part.lower().partition("x")
+        if not (sep and concurrency.isdigit() and batch.isdigit() and int(concurrency) >= 1 and int(batch) >= 1):
+            raise ValueError(f"a design is CONCURRENCYxMAX_BATCH_SIZE, e.g. 8x8; got {part!r}")
+        designs.append((int(concurrency), int(batch)))
+    return designs or [None]
+
+
+def design_name(design: tuple[int, int] | None) -> str:
+    return "as configured" if design is None else f"{design[0]}x{design[1]}"
 
 
 def is_unexpected(expected: str | None, outcome: str) -> bool:
@@ -149,51 +193,65 @@ def group_stats(results: list[dict]) -> dict:
 
 
 def run(args: LoadTestArguments) -> dict:
-    server = (
-        running_space(args.model_id, extra_env=_teacher_env(args.teacher_id))
-        if not args.url else nullcontext((args.url, None))
-    )
-    if args.mix == "hostile":
-        pools = mixed_pools(Path(tempfile.mkdtemp(prefix="load_mix_")), args.hostile_per_kind, args.seed)
-        fractions = {"hostile": args.hostile_fraction, "near_limit": args.near_limit_fraction}
+    plan = _planner(args)
+    rows = []
+    for round_index in range(args.rounds):
+        for design in args.design_list:
+            rows += run_design(args, design, plan, round_index)
+    return {"rows": rows, "mix": args.mix, "server_alive_at_end": all(r["server_alive"] for r in rows)}
 
-        def plan(requests: int, k: int) -> list:
-            return mixed_plan(pools, requests, fractions, [args.seed, k])
-    else:
-        def plan(requests: int, k: int) -> list:
-            return sample_plan(requests, k * 3)
+
+def _planner(args: LoadTestArguments):
+    """plan(requests, client index) -> the cases one client sends."""
+    if args.mix != "hostile":
+        return lambda requests, k: sample_plan(requests, k * 3)
+    pools = mixed_pools(Path(tempfile.mkdtemp(prefix="load_mix_")), args.hostile_per_kind, args.seed)
+    fractions = {"hostile": args.hostile_fraction, "near_limit": args.near_limit_fraction}
+    return lambda requests, k: mixed_plan(pools, requests, fractions, [args.seed, k])
+
+
+def run_design(args: LoadTestArguments, design: tuple[int, int] | None, plan, round_index: int) -> list[dict]:
+    """Start the app with `design` (or connect to --url), warm it up, then load it at each client count."""
+    env = _teacher_env(args.teacher_id)
+    if design is not None:
+        env |= {"CONCURRENCY": str(design[0]), "MAX_BATCH_SIZE": str(design[1])}
+    server = running_space(args.model_id, extra_env=env) if not args.url else nullcontext((args.url, None))
+    rows = []
     with server as (url, process):
         client_session(url, sample_plan(2, 0), args.timeout_s)  # warm-up (first request initialises lazily)
         rss_before = proc_status_mib(process.pid, "VmRSS") if process is not None else None
-        if process is not None:
-            reset_peak(process.pid)
-        start = time.perf_counter()
-        baseline = client_session(url, plan(args.baseline_requests, 10_000), args.timeout_s)
-        baseline_stats = stats(baseline, time.perf_counter() - start)
-        baseline_peak = peak_memory_mib(process.pid) if process is not None else None
+        for clients in args.client_counts:
+            requests = args.baseline_requests if clients == 1 else args.requests_per_client
+            row = load_phase(url, process, clients, requests, plan, args.timeout_s)
+            row |= {"design": design_name(design), "round": round_index, "server_rss_before_mib": rss_before}
+            rows.append(row)
+    return rows
 
-        if process is not None:
-            reset_peak(process.pid)
-        barrier = threading.Barrier(args.clients)
-        with ThreadPoolExecutor(max_workers=args.clients) as pool:
-            futures = [pool.submit(client_session, url, plan(args.requests_per_client, k), args.timeout_s, barrier)
-                       for k in range(args.clients)]
-            start = time.perf_counter()
-            concurrent = [r for f in futures for r in f.result()]
-        concurrent_stats = stats(concurrent, time.perf_counter() - start)
-        peak = peak_memory_mib(process.pid) if process is not None else None
-        alive = process is None or process.poll() is None
-        time.sleep(5.0)  # idle: is the memory of the load given back?
-        rss_after = proc_status_mib(process.pid, "VmRSS") if process is not None else None
-    report = {"baseline_1_client": baseline_stats, f"concurrent_{args.clients}_clients": concurrent_stats,
-              "server_peak_rss_mib": peak, "server_peak_rss_baseline_mib": baseline_peak,
-              "server_rss_before_mib": rss_before, "server_rss_5s_after_load_mib": rss_after,
-              "server_alive_at_end": alive, "mix": args.mix}
-    if args.mix == "hostile":
-        report["groups_baseline"] = group_stats(baseline)
-        report[f"groups_{args.clients}_clients"] = group_stats(concurrent)
-        report["pool_sizes"] = {g: len(cases) for g, cases in pools.items()}
-    return report
+
+def load_phase(url: str, process, clients: int, requests: int, plan, timeout_s: float) -> dict:
+    """`clients` clients x `requests` each, started together; stats, the server's peak RSS and CPU per request."""
+    if process is not None:
+        reset_peak(process.pid)
+    cpu_before = process_cpu_s(process.pid) if process is not None else None
+    barrier = threading.Barrier(clients)
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        offset = 10_000 if clients == 1 else 0  # the baseline's plan differs from the first concurrent client's
+        futures = [pool.submit(client_session, url, plan(requests, k + offset), timeout_s, barrier)
+                   for k in range(clients)]
+        start = time.perf_counter()
+        results = [r for f in futures for r in f.result()]
+    row = stats(results, time.perf_counter() - start) | {"clients": clients, "groups": group_stats(results)}
+    if process is not None:
+        row["server_peak_rss_mib"] = peak_memory_mib(process.pid)
+        row["server_cpu_s_per_request"] = (process_cpu_s(process.pid) - cpu_before) / len(results)
+    row["server_alive"] = process is None or process.poll() is None
+    return row
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _teacher_env(teacher_id: str | None) -> dict[str, str]:
@@ -201,36 +259,37 @@ def _teacher_env(teacher_id: str | None) -> dict[str, str]:
     return {"TEACHER_ID": teacher_id or ""}
 
 
+def print_report(report: dict) -> None:
+    rows = report["rows"]
+    reference = {(r["round"], r["clients"]): r for r in rows if r["design"] == rows[0]["design"]}
+    print(f"{'design':<14} {'round':>5} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 s':>7} {'p95 s':>7} "
+          f"{'req/s':>7} {'x ref':>6} {'peak MiB':>8} {'cpu s/req':>9}")
+    for r in rows:
+        ref = reference.get((r["round"], r["clients"]))
+        ratio = r["throughput_rps"] / ref["throughput_rps"] if ref and ref["throughput_rps"] else float("nan")
+        print(f"{r['design']:<14} {r['round']:>5} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} "
+              f"{r['p50_s'] or 0:>7.3f} {r['p95_s'] or 0:>7.3f} {r['throughput_rps'] or 0:>7.2f} {ratio:>6.2f} "
+              f"{r.get('server_peak_rss_mib') or 0:>8.0f} {r.get('server_cpu_s_per_request') or 0:>9.3f}")
+        if report["mix"] == "hostile":
+            print("    " + "; ".join(
+                f"{g} {row['requests']} req, {row['unexpected']} unexpected, {row['outcomes']}, "
+                f"p50 {row['p50_s']:.3f} s, p95 {row['p95_s']:.3f} s, max {row['max_s']:.3f} s"
+                for g, row in r["groups"].items()))
+    for r in rows:
+        if r["errors"]:
+            print(f"errors ({r['design']}, {r['clients']} clients):", *r["error_examples"], sep="\n  ")
+    print(f"server alive at the end of every run: {report['server_alive_at_end']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
     (args,) = HfArgumentParser(LoadTestArguments).parse_args_into_dataclasses(args=argv)
     report = run(args)
-    print(f"{'run':<24} {'requests':>8} {'errors':>6} {'p50 s':>7} {'p95 s':>7} {'req/s':>7}")
-    for name, row in report.items():
-        if isinstance(row, dict) and "throughput_rps" in row:
-            print(f"{name:<24} {row['requests']:>8} {row['errors']:>6} {row['p50_s'] or 0:>7.3f} "
-                  f"{row['p95_s'] or 0:>7.3f} {row['throughput_rps'] or 0:>7.2f}")
-    base, load = report["baseline_1_client"], report[f"concurrent_{args.clients}_clients"]
-    if base["throughput_rps"] and load["throughput_rps"]:
-        ratio = load["throughput_rps"] / base["throughput_rps"]
-        print(f"throughput ratio {args.clients} clients / 1 client: {ratio:.2f}; "
-              f"p50 latency ratio: {load['p50_s'] / base['p50_s']:.2f}")
-    for name, groups in report.items():
-        if name.startswith("groups_"):
-            print(f"{name}: " + "; ".join(
-                f"{g} {row['requests']} req, {row['unexpected']} unexpected, {row['outcomes']}, "
-                f"p50 {row['p50_s']:.3f} s, p95 {row['p95_s']:.3f} s, max {row['max_s']:.3f} s"
-                for g, row in groups.items()))
-    print(f"server peak RSS {report['server_peak_rss_mib']} MiB under load "
-          f"({report['server_peak_rss_baseline_mib']} MiB in the baseline), "
-          f"alive at end: {report['server_alive_at_end']}; RSS {report['server_rss_before_mib']} MiB after the "
-          f"warm-up, {report['server_rss_5s_after_load_mib']} MiB 5 s after the load")
-    errors = [row.get("error_examples") for row in report.values() if isinstance(row, dict) and row.get("errors")]
-    for examples in errors:
-        print("errors:", *examples, sep="\n  ")
+    print_report(report)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(report, indent=2))
+    errors = any(r["errors"] for r in report["rows"])
     return 0 if not errors and report["server_alive_at_end"] else 1
 
 

@@ -4,7 +4,9 @@
 
 Environment: MODEL_ID (required), TEACHER_ID, MAMMO_MODEL_ID (adds the mammography tab of mammo_tab.py),
 PRECISION (auto | fp32 | bf16; auto = bf16 weights on CPUs with AMX, else fp32), INPUT_CHECK (1 | 0),
-MAX_FILE_SIZE (largest upload, e.g. 50mb; default DEFAULT_MAX_FILE_SIZE).
+MAX_FILE_SIZE (largest upload, e.g. 50mb; default DEFAULT_MAX_FILE_SIZE), CONCURRENCY (chest X-ray requests in
+progress at once; default DEFAULT_CONCURRENCY), MAX_BATCH_SIZE (most concurrent requests in one forward pass; default
+DEFAULT_MAX_BATCH_SIZE; CONCURRENCY=1 MAX_BATCH_SIZE=1 serves one request at a time, without batching).
 API: endpoint "predict" takes one file (PNG, JPEG or DICOM) and returns (student label dict, heatmap overlay,
 teacher label dict or None, Markdown status); "analyse" (the page's Classify) takes (file, rollout, cam) and adds
 (input preview, its Markdown facts, teacher CAM overlay or None); "batch" takes several files or zips and returns
@@ -50,6 +52,7 @@ from hf_deitcxr.serving.memory import release_memory  # noqa: E402
 from hf_deitcxr.serving.model_info import ModelInfo, load_model_info  # noqa: E402
 from hf_deitcxr.serving.safe_text import html_text, log_name, markdown_literal, shorten, user_message  # noqa: E402
 from hf_deitcxr.serving.space_batch import MAX_FILES, batch_rows, expand_uploads, parse_size, write_csv  # noqa: E402
+from hf_deitcxr.serving.space_io import env_count, env_flag, fast_png  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,11 @@ EXAMPLES_DIR = HERE / "examples"
 MAMMO_TAB = HERE / "mammo_tab.py"
 TOP_K = 3
 DEFAULT_MAX_FILE_SIZE = "50mb"  # a 4096x4096 16-bit uncompressed DICOM is 32 MB
+# Several requests in progress let uploads, decoding and PNG encoding of one overlap the forward pass of others, and
+# the forwards of concurrent requests run as one batch (hf_deitcxr/serving/micro_batch.py); docs/RESULTS.md has the
+# load test. Decoding is bounded by the cores, so concurrent large files cannot multiply the peak memory.
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_BATCH_SIZE = 8
 # (every, older than) seconds: Gradio deletes uploads and outputs older than 10 min, checking every 5 min, so they
 # do not pile up on disk, yet a second Classify of the same upload still finds it.
 DELETE_CACHE = (300, 600)
@@ -87,14 +95,21 @@ def build_demo(
     mammo_model_id: str | None = None,
     precision: str | None = None,
     check_input: bool | None = None,
+    concurrency: int | None = None,
+    max_batch_size: int | None = None,
 ) -> gr.Blocks:
     """Load the model(s) once and build the UI. Unset keyword arguments come from the environment."""
     precision = precision or os.environ.get("PRECISION", "auto")
-    check_input = _env_flag("INPUT_CHECK", True) if check_input is None else check_input
+    check_input = env_flag("INPUT_CHECK", True) if check_input is None else check_input
+    concurrency = concurrency or env_count("CONCURRENCY", DEFAULT_CONCURRENCY)
+    max_batch_size = max_batch_size or env_count("MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE)
     mammo_model_id = mammo_model_id if mammo_model_id is not None else os.environ.get("MAMMO_MODEL_ID") or None
     model_id = resolve_model_id(model_id, "MODEL_ID")
     teacher_id = resolve_model_id(teacher_id, "TEACHER_ID") if teacher_id else None
-    predictor = ChestXrayPredictor.from_pretrained(model_id, teacher_id, precision=precision, check_input=check_input)
+    predictor = ChestXrayPredictor.from_pretrained(
+        model_id, teacher_id, precision=precision, check_input=check_input, max_batch_size=max_batch_size,
+        decode_slots=min(concurrency, os.cpu_count() or 1),
+    )
     quiet_blocked_requests()
 
     def predict(path: str | None):
@@ -111,7 +126,7 @@ def build_demo(
         gr.Markdown(INTRO)
         gr.Markdown(f"> ⚠️ {DISCLAIMER}")
         with gr.Tab("Chest X-ray"):
-            _chest_tab(predict, analyse, cards)
+            _chest_tab(predict, analyse, cards, concurrency)
         with gr.Tab("Batch"):
             _batch_tab(batch)
         if mammo_model_id:
@@ -123,7 +138,7 @@ def build_demo(
     return demo
 
 
-def _chest_tab(predict, analyse, cards: tuple[ModelInfo, ModelInfo | None]) -> None:
+def _chest_tab(predict, analyse, cards: tuple[ModelInfo, ModelInfo | None], concurrency: int) -> None:
     """Upload, explanation switches and examples on the left; labels, heatmaps, preview and status on the right."""
     student_card, teacher_card = cards
     with gr.Row():
@@ -150,9 +165,11 @@ def _chest_tab(predict, analyse, cards: tuple[ModelInfo, ModelInfo | None]) -> N
     _card_accordion(student_card, teacher_card)
     outputs = [student_label, heatmap, teacher_label, status]
     # The API endpoint of the contract (one file in; student, heatmap, teacher or None, status out), without a UI.
-    gr.Button(visible=False).click(predict, inputs=[upload], outputs=outputs, api_name="predict")
+    # predict and analyse share one pool of `concurrency` slots
+    slots = {"concurrency_limit": concurrency, "concurrency_id": "chest_xray"}
+    gr.Button(visible=False).click(predict, inputs=[upload], outputs=outputs, api_name="predict", **slots)
     shown = [*outputs, preview, facts, teacher_map]
-    button.click(analyse, inputs=[upload, rollout, cam], outputs=shown, api_name="analyse")
+    button.click(analyse, inputs=[upload, rollout, cam], outputs=shown, api_name="analyse", **slots)
     examples = sorted(EXAMPLES_DIR.glob("*.jpg")) + sorted(EXAMPLES_DIR.glob("*.png"))
     if examples:
         with examples_row:  # clicking an example classifies it at once, with both explanations (not cached)
@@ -182,7 +199,7 @@ def run_prediction(predictor: ChestXrayPredictor, path: str | None):
     """The `predict` endpoint: (student label dict, overlay, teacher label dict or None, Markdown status)."""
     result = _predict(predictor, path, rollout=True, cam=False)
     teacher = result.teacher.probabilities if result.teacher is not None else None
-    return result.student.probabilities, result.overlay, teacher, status_markdown(result)
+    return result.student.probabilities, fast_png(result.overlay), teacher, status_markdown(result)
 
 
 def run_analysis(predictor: ChestXrayPredictor, path: str | None, rollout: bool, cam: bool):
@@ -190,8 +207,8 @@ def run_analysis(predictor: ChestXrayPredictor, path: str | None, rollout: bool,
     result = _predict(predictor, path, rollout=rollout, cam=cam)
     teacher = result.teacher.probabilities if result.teacher is not None else None
     facts = input_facts_markdown(result, predictor.student)
-    return (result.student.probabilities, result.overlay, teacher, status_markdown(result), result.model_input,
-            facts, result.teacher_overlay)
+    return (result.student.probabilities, fast_png(result.overlay), teacher, status_markdown(result),
+            fast_png(result.model_input), facts, fast_png(result.teacher_overlay))
 
 
 def _predict(predictor: ChestXrayPredictor, path: str | None, *, rollout: bool, cam: bool) -> ChestXrayResult:
@@ -336,11 +353,6 @@ def resolve_model_id(model_id: str, variable: str = "MODEL_ID") -> str:
 def _looks_like_local_path(value: str) -> bool:
     """Hub ids are NAME or OWNER/NAME; anything else with a path separator or a leading ./~ is meant as a folder."""
     return value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    return default if value is None or value == "" else value.strip().lower() not in ("0", "false", "no", "off")
 
 
 def _load_mammography_tab():

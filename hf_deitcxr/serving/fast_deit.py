@@ -1,4 +1,4 @@
-"""A fused batch-1 forward of a DeiT classifier for serving: the same weights and outputs as the transformers forward.
+"""A fused forward of a DeiT classifier for serving: the same weights and outputs as the transformers forward.
 
 At batch 1 the student is tiny (66 tokens at 64 px with 8 px patches), so the transformers forward spends its time
 on many small operations rather than arithmetic; on a busy 2-core CPU each of them can also wait for a thread
@@ -29,7 +29,7 @@ _HEAD_MIX = {"cls": (1.0, 0.0), "distillation": (0.0, 1.0)}
 
 
 class FusedDeiT:
-    """Callable `(pixel_values (1, C, H, W), output_attentions) -> (logits (1, labels), attentions or None)`."""
+    """Callable `(pixel_values (batch, C, H, W), output_attentions) -> (logits (batch, labels), attentions or None)`."""
 
     def __init__(self, model: nn.Module) -> None:
         deit, config = model.deit, model.config
@@ -103,41 +103,46 @@ class FusedDeiT:
     def __call__(
         self, pixel_values: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        if pixel_values.shape != (1, self.num_channels, self.grid[0] * self.patch, self.grid[1] * self.patch):
-            raise ValueError(f"expected pixel_values of shape (1, {self.num_channels}, H, W) at the model size, "
-                             f"got {tuple(pixel_values.shape)}")
-        tokens = torch.cat([self.prefix, torch.addmm(self.patch_position, self._patches(pixel_values),
-                                                     self.patch_weight)])
-        count, width = tokens.shape
+        expected = (self.num_channels, self.grid[0] * self.patch, self.grid[1] * self.patch)
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected or not len(pixel_values):
+            raise ValueError(f"expected pixel_values of shape (batch, {', '.join(map(str, expected))}) at the model "
+                             f"size, got {tuple(pixel_values.shape)}")
+        batch = pixel_values.shape[0]
+        patches = (self._patches(pixel_values) @ self.patch_weight).add_(self.patch_position)
+        tokens = torch.cat([self.prefix.expand(batch, -1, -1), patches], dim=1)
+        count, width = tokens.shape[1:]
         attentions = []
         for norm1_w, norm1_b, qkv_w, qkv_b, out_w, out_b, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b in self.layers:
             hidden = F.layer_norm(tokens, (width,), norm1_w, norm1_b, self.eps)
-            qkv = F.linear(hidden, qkv_w, qkv_b).view(count, 3, self.heads, self.head_dim).permute(1, 2, 0, 3)
-            query, key, value = qkv[0], qkv[1], qkv[2]
+            qkv = F.linear(hidden, qkv_w, qkv_b).view(batch, count, 3, self.heads, self.head_dim)
+            query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (batch, heads, tokens, head_dim)
             if output_attentions:
-                scores = query @ key.transpose(1, 2)
+                scores = query @ key.transpose(-2, -1)
                 if self.itself is not None:
                     scores = scores.masked_fill(self.itself, float("-inf"))
                 probabilities = torch.softmax(scores, dim=-1)
-                attentions.append(probabilities.unsqueeze(0))
+                attentions.append(probabilities)
                 context = probabilities @ value
             else:  # the scale is in the Q weights
                 context = F.scaled_dot_product_attention(query, key, value, attn_mask=self.attend, scale=1.0)
-            tokens = tokens + F.linear(context.transpose(0, 1).reshape(count, width), out_w, out_b)
+            tokens = tokens + F.linear(context.transpose(1, 2).reshape(batch, count, width), out_w, out_b)
             hidden = F.layer_norm(tokens, (width,), norm2_w, norm2_b, self.eps)
             tokens = tokens + F.linear(F.gelu(F.linear(hidden, fc1_w, fc1_b)), fc2_w, fc2_b)
-        prefix = F.layer_norm(tokens[:2], (width,), *self.final_norm, self.eps)
-        logits = F.linear(prefix.reshape(1, 2 * width), self.head_weight, self.head_bias)
+        prefix = F.layer_norm(tokens[:, :2], (width,), *self.final_norm, self.eps)
+        logits = F.linear(prefix.reshape(batch, 2 * width), self.head_weight, self.head_bias)
         return logits, (tuple(attentions) if output_attentions else None)
 
     def _patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(1, C, H, W) -> (patches, patch features) in the order of the model's patch embedding."""
+        """(batch, C, H, W) -> (batch, patches, patch features) in the order of the model's patch embedding."""
         p, (gh, gw) = self.patch, self.grid
+        batch = pixel_values.shape[0]
         if self.shifted is None:  # a convolution's (channel, row, column) order
-            return pixel_values.reshape(self.num_channels, gh, p, gw, p).permute(1, 3, 0, 2, 4).reshape(gh * gw, -1)
+            return (pixel_values.reshape(batch, self.num_channels, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
+                    .reshape(batch, gh * gw, -1))
         shift, norm_weight, norm_bias = self.shifted
-        stacked = shift_diagonally(pixel_values, shift)[0]
-        patches = stacked.reshape(5 * self.num_channels, gh, p, gw, p).permute(1, 3, 2, 4, 0).reshape(gh * gw, -1)
+        stacked = shift_diagonally(pixel_values, shift)
+        patches = (stacked.reshape(batch, 5 * self.num_channels, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1)
+                   .reshape(batch, gh * gw, -1))
         return F.layer_norm(patches, (patches.shape[-1],), norm_weight, norm_bias, self.eps)
 
 

@@ -6,7 +6,8 @@ facts): nothing is decoded or resized again. Text taken from the file is escaped
 
 from __future__ import annotations
 
-from .predictor import ChestXrayResult, RadiographClassifier
+from .chest_predictor import ChestXrayResult
+from .predictor import RadiographClassifier
 from .safe_text import markdown_literal
 
 

@@ -4,16 +4,15 @@
 - preprocessing straight from the decoded 8-bit grey image: one bicubic resize to the model size, then scaling and
   normalisation into a tensor allocated once (the saved image processor's numerics, without converting the grey
   image to RGB first and without the processor's per-call validation and copies);
-- for DeiT models, a fused batch-1 forward (`fast_deit.py`: the same arithmetic in fewer, larger operations),
-  checked against the model's own forward on a probe input at load;
+- for DeiT models, a fused forward (`fast_deit.py`: the same arithmetic in fewer, larger operations), checked
+  against the model's own forward on a probe input at load;
 - `torch.inference_mode`, optional bf16 weights (`precision="auto"` uses them only on CPUs with AMX, where they
   pay; `scripts/bench_space.py` reports their speed and the fp32/bf16 agreement);
 - the heatmap comes from the same forward pass (`explain.py`): the fused forward returns the attention maps (without
   it, DeiT models are loaded with eager attention so that they can); a DenseNet's last feature map is caught by a
   forward hook.
 
-`ChestXrayPredictor` is what the Space calls: decode the upload, run the input check, predict with the student
-(and the teacher, if any), and colour the heatmap over the image.
+`ChestXrayPredictor` (chest_predictor.py) is what the Space calls.
 """
 
 from __future__ import annotations
@@ -34,10 +33,8 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassi
 
 from ..data.input_spec import normalization_from_image_processor
 from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing, make_image_processor
-from .decode import DecodedUpload, decode_upload
-from .explain import attention_rollout, class_activation_map, overlay
+from .explain import attention_rollout, class_activation_map
 from .fast_deit import FusedDeiT
-from .input_check import ImageStatistics, RadiographCheck, resize_for_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +50,6 @@ class Prediction:
     @property
     def label(self) -> str:
         return next(iter(self.probabilities))
-
-
-@dataclass(frozen=True)
-class ChestXrayResult:
-    student: Prediction
-    teacher: Prediction | None
-    overlay: np.ndarray | None  # (H, W, 3) uint8 heatmap over the image
-    statistics: ImageStatistics | None  # None when the input check is off
-    upload: DecodedUpload
-    model_input: Image.Image | None = None  # the student's input image (grey, model size, saved preprocessing)
-    teacher_overlay: np.ndarray | None = None  # the teacher's CAM over its view; None unless asked for
 
 
 @lru_cache(maxsize=1)
@@ -200,17 +186,27 @@ class RadiographClassifier:
     def predict_batch(
         self, greys: Sequence[Image.Image], heatmap: bool = True, framed: bool = False
     ) -> list[Prediction]:
-        """`predict` for several images in one forward pass, on the device the model is on (`hf-deitcxr predict`).
+        """`predict` for several images in one forward pass, on the device the model is on (`hf-deitcxr predict`)."""
+        return self.predict_resized_batch([self.resize(grey, framed=framed) for grey in greys], heatmap)
 
-        The same `resize` and `normalise` as `predict`; the model's own forward, since the fused one is batch-1.
-        """
-        if not greys:
+    @torch.inference_mode()
+    def predict_resized_batch(
+        self, resized: Sequence[Image.Image], heatmap: bool | Sequence[bool] = True
+    ) -> list[Prediction]:
+        """`predict_resized` for several images in one forward pass (the Space's micro-batches, `hf-deitcxr
+        predict`). heatmap: one flag for all, or one per image (computed if any asks, returned only to those)."""
+        if not resized:
             return []
+        wanted = [heatmap] * len(resized) if isinstance(heatmap, bool) else list(heatmap)
+        if len(wanted) != len(resized):
+            raise ValueError(f"{len(wanted)} heatmap flags for {len(resized)} images")
         device = next(self.model.parameters()).device
-        pixels = torch.stack([self.normalise(self.resize(grey, framed=framed)) for grey in greys])
+        pixels = torch.stack([self.normalise(image) for image in resized]).to(device, self.dtype)
+        fused = self.fused if device.type == "cpu" else None  # its weights stay where the model was loaded
         with self._lock:
-            probabilities, heat = self._forward(pixels.to(device, self.dtype), heatmap, None)
-        return [self._prediction(p, None if heat is None else heat[i]) for i, p in enumerate(probabilities)]
+            probabilities, heat = self._forward(pixels, any(wanted), fused)
+        return [self._prediction(p, heat[i] if heat is not None and wanted[i] else None)
+                for i, p in enumerate(probabilities)]
 
     def _forward(
         self, pixels: torch.Tensor, heatmap: bool, fused: FusedDeiT | None
@@ -265,69 +261,7 @@ def _checked_fused_forward(model: nn.Module, size: int, with_attentions: bool) -
     return fused
 
 
-class ChestXrayPredictor:
-    """Upload -> decoded grey image -> input check -> student (+ teacher) predictions and a heatmap overlay."""
-
-    def __init__(
-        self,
-        student: RadiographClassifier,
-        teacher: RadiographClassifier | None = None,
-        check: RadiographCheck | None = None,
-    ) -> None:
-        self.student = student
-        self.teacher = teacher
-        self.check = check
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_id: str | os.PathLike,
-        teacher_id: str | os.PathLike | None = None,
-        *,
-        precision: str = "auto",
-        check_input: bool = True,
-        fused: bool = True,
-    ) -> ChestXrayPredictor:
-        student = RadiographClassifier.from_pretrained(model_id, precision=precision, fused=fused)
-        teacher = (
-            RadiographClassifier.from_pretrained(teacher_id, precision=precision) if teacher_id else None
-        )  # explain: a CAM costs only when asked for (`teacher_heatmap`); the hook is a reference per forward
-        return cls(student, teacher, RadiographCheck() if check_input else None)
-
-    def predict(
-        self, source: str | os.PathLike | bytes, heatmap: bool = True, teacher_heatmap: bool = False
-    ) -> ChestXrayResult:
-        """Raises `UnreadableImageError` (cannot decode) or `NotARadiographError` (input check failed).
-
-        heatmap: the student's attention rollout; teacher_heatmap: the teacher's CAM (if it has one)."""
-        upload = decode_upload(source)
-        resized = None
-        statistics = None
-        if self.check is not None:
-            resized = resize_for_statistics(upload.grey)
-            statistics = self.check.check(upload, resized)
-        # the check's thumbnail is the student's input when it has the size and the model resizes only (a border must
-        # be removed at the image's own resolution, as the saved processor does)
-        reuse = resized is not None and resized.size == (self.student.size,) * 2 and self.student.preprocessing.is_stock
-        view = self.student.model_view(upload.grey)  # the border is found once, for the input and the overlay
-        model_input = resized if reuse else self.student.resize(view, framed=True)
-        student = self.student.predict_resized(model_input, heatmap=heatmap)
-        teacher, teacher_image = self._teacher(upload.grey, teacher_heatmap)
-        image = overlay(view, student.heatmap) if student.heatmap is not None else None
-        return ChestXrayResult(student, teacher, image, statistics, upload, model_input, teacher_image)
-
-    def _teacher(self, grey: Image.Image, heatmap: bool) -> tuple[Prediction | None, np.ndarray | None]:
-        """The teacher's prediction and, if asked, its CAM over its own view (border found once for both)."""
-        if self.teacher is None:
-            return None, None
-        view = self.teacher.model_view(grey)
-        prediction = self.teacher.predict(view, heatmap=heatmap, framed=True)
-        return prediction, overlay(view, prediction.heatmap) if prediction.heatmap is not None else None
-
-
 __all__ = [
-    "ChestXrayPredictor",
-    "ChestXrayResult",
     "Prediction",
     "RadiographClassifier",
     "cpu_has_amx_bf16",

@@ -199,7 +199,7 @@ def test_the_pixel_cache_is_keyed_by_the_preprocessing(tmp_path):
 
 
 def test_the_space_predictor_feeds_the_saved_preprocessing_and_overlays_the_part_the_model_sees(tmp_path):
-    from hf_deitcxr.serving.predictor import ChestXrayPredictor
+    from hf_deitcxr.serving import ChestXrayPredictor
 
     preprocessing = GreyPreprocessing("equalize", remove_border=True)
     model = save_student(tmp_path, 3, preprocessing)

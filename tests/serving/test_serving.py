@@ -194,18 +194,22 @@ def test_fused_forward_equals_the_transformers_forward(make_model, channels):
     model.config._attn_implementation = "eager"  # so the reference returns its attention maps
     fused = FusedDeiT.from_model(model)
     assert fused is not None
-    pixels = torch.randn(1, channels, 32, 32)
+    pixels = torch.randn(3, channels, 32, 32)  # a batch (the Space's micro-batches) and its first image alone
     with torch.inference_mode():
         expected = model(pixel_values=pixels, output_attentions=True)
         logits, attentions = fused(pixels, output_attentions=True)
         logits_sdpa, no_maps = fused(pixels, output_attentions=False)
+        single, single_maps = fused(pixels[:1], output_attentions=True)
     torch.testing.assert_close(logits, expected.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits_sdpa, expected.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(single, expected.logits[:1], atol=1e-5, rtol=1e-5)
     assert no_maps is None and len(attentions) == len(expected.attentions) == 2
-    for ours, theirs in zip(attentions, expected.attentions, strict=True):
+    for ours, alone, theirs in zip(attentions, single_maps, expected.attentions, strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
-    with pytest.raises(ValueError, match="shape"):
-        fused(torch.randn(1, channels, 48, 48))
+        torch.testing.assert_close(alone, theirs[:1], atol=1e-6, rtol=1e-5)
+    for wrong in (torch.randn(1, channels, 48, 48), torch.randn(0, channels, 32, 32), torch.randn(channels, 32, 32)):
+        with pytest.raises(ValueError, match="shape"):
+            fused(wrong)
 
 
 def test_predictor_uses_the_fused_forward_only_where_it_matches(models, monkeypatch):
