@@ -4,6 +4,7 @@ per-image predictions CSV, and the confusion matrix, ROC and reliability plots."
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .data import load_radiograph_dataset
 from .data.collate import RadiographCollator
@@ -40,15 +41,24 @@ class ModelOnSplit:
 
 def load_model_on_split(model_path: str, dataset: str, split: str) -> ModelOnSplit:
     """The model at `model_path` and `split` of `dataset` in the model's class order and input convention."""
-    model = AutoModelForImageClassification.from_pretrained(model_path).eval()
-    processor = AutoImageProcessor.from_pretrained(model_path)
-    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    config = AutoConfig.from_pretrained(model_path)
+    label_names = [config.id2label[i] for i in range(config.num_labels)]
     datasets = load_radiograph_dataset(dataset, class_names=label_names)
     if split not in datasets:
         raise ValueError(f"split {split!r} not in {dataset}; available: {list(datasets)}")
+    return model_on_split(model_path, datasets[split])
+
+
+def model_on_split(model_path: str | os.PathLike, split, cache_dir: str | None = None) -> ModelOnSplit:
+    """The model at `model_path` and the images of a loaded split (`datasets.Dataset`, labels already in the model's
+    class order), decoded with the model's saved preprocessing (into `cache_dir`, or the default image cache)."""
+    model = AutoModelForImageClassification.from_pretrained(model_path).eval()
+    processor = AutoImageProcessor.from_pretrained(model_path)
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     spec = InputSpec.from_processor(processor, model.config.num_channels)
-    data = CachedImageDataset.from_hf_dataset(datasets[split], size=spec.size, preprocessing=spec.preprocessing)
-    return ModelOnSplit(model, data, label_names, spec, image_references(datasets[split]))
+    data = CachedImageDataset.from_hf_dataset(split, size=spec.size, cache_dir=cache_dir,
+                                              preprocessing=spec.preprocessing)
+    return ModelOnSplit(model, data, label_names, spec, image_references(split))
 
 
 @torch.inference_mode()

@@ -224,18 +224,10 @@ def _bounds(entry: dict[str, Any]) -> list[float] | None:
 
 def _predict(model_dir: Path, split, cache: str) -> np.ndarray:
     """The saved model's probabilities on `split`, prepared as its own image processor says."""
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
+    from ..evaluation import model_on_split, predict_probabilities
 
-    from ..data.collate import RadiographCollator
-    from ..data.image_cache import CachedImageDataset
-    from ..data.input_spec import InputSpec
-    from ..evaluation import predict_probabilities
-
-    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
-    spec = InputSpec.from_processor(AutoImageProcessor.from_pretrained(model_dir), model.config.num_channels)
-    data = CachedImageDataset.from_hf_dataset(split, size=spec.size, cache_dir=cache, preprocessing=spec.preprocessing)
-    collator = RadiographCollator(size=spec.size, mean=spec.mean, std=spec.std, num_channels=spec.num_channels)
-    return predict_probabilities(model, data, collator, batch_size=64)
+    loaded = model_on_split(model_dir, split, cache_dir=cache)
+    return predict_probabilities(loaded.model, loaded.data, loaded.collator(), batch_size=64)
 
 
 def loso_markdown(result: dict[str, Any]) -> str:
