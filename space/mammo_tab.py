@@ -25,7 +25,9 @@ DISCLAIMER = ("Research demo, not a medical device: the model is not clinically 
               "for diagnosis.")
 INTRO = ("Upload one image (in the slot of its view) or the four views of a screening exam (PNG/JPEG/DICOM). "
          "Right-breast views are mirrored to the training orientation automatically; missing views are left out. "
-         "Colour images and DICOMs of other modalities (CT, MR, US, ...) are refused.")
+         "Images that are clearly not mammograms are refused: colour images, chest X-rays, drawings, text, noise and "
+         "DICOMs of other modalities (CT, MR, US, ...) or of the chest. A grey photo can still pass: upload "
+         "mammograms only.")
 
 
 def predict_exam(predictor: MammoPredictor, *paths: str | None) -> tuple[dict[str, float], str]:

@@ -19,19 +19,10 @@ from ..data.dicom import ImageSource
 from ..data.input_spec import normalization_from_image_processor
 from ..models.multiview_mammo.configuration_multiview import DEFAULT_VIEW_NAMES as VIEW_SLOTS
 from ..models.multiview_mammo.configuration_multiview import MultiViewMammoConfig
-from ..serving.decode import DecodedUpload, decode_upload
-from ..serving.input_check import NON_RADIOGRAPH_MODALITIES, InputCheckConfig
+from ..serving.decode import decode_upload
 from .dataset import orient
 from .evaluation import aggregate_views
-
-# Mammograms are grey: the chest X-ray input check's colourfulness threshold (Hasler & Suesstrunk M) applies as is.
-MAX_COLOURFULNESS = InputCheckConfig().max_colourfulness
-# DICOM modalities that are certainly not a mammogram: the chest X-ray check's list, mammography (MG) excepted.
-NON_MAMMOGRAM_MODALITIES = NON_RADIOGRAPH_MODALITIES - {"MG"}
-
-
-class NotAMammogramError(ValueError):
-    """The file decodes but is clearly not a mammogram (a colour image, or a DICOM of another modality)."""
+from .input_check import MammogramCheck, NotAMammogramError
 
 
 @dataclass
@@ -44,8 +35,10 @@ class MammoPrediction:
 class MammoPredictor:
     """Load a mammography model folder / Hub id once; `predict({"L-CC": path, ...})` per exam."""
 
-    def __init__(self, model_id: str, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model_id: str, device: str | torch.device = "cpu", check: MammogramCheck | None = None) -> None:
         import hf_deitcxr  # noqa: F401  (registers the multi-view model with the Auto classes)
+
+        self.check = check or MammogramCheck()  # a model answers for any input: refuse what is not a mammogram
 
         self.device = torch.device(device)
         self.model = AutoModelForImageClassification.from_pretrained(model_id).to(self.device).eval()
@@ -67,7 +60,7 @@ class MammoPredictor:
         """views: view slot ("L-CC", "L-MLO", "R-CC", "R-MLO") -> file path, bytes or file object; 1 to 4 of them.
 
         Raises ValueError for no / unknown views, `UnreadableImageError` for files that are not images and
-        `NotAMammogramError` (a ValueError) for images that clearly are not mammograms.
+        `NotAMammogramError` (a ValueError) for images that clearly are not mammograms (`input_check`).
         """
         given = {slot: source for slot, source in views.items() if source is not None}
         unknown = sorted(set(given) - set(self.view_slots))
@@ -91,7 +84,7 @@ class MammoPredictor:
 
     def _prepare(self, source: ImageSource, slot: str) -> torch.Tensor:
         upload = decode_upload(source)
-        check_mammogram(upload, slot)
+        self.check.check(upload, slot)
         image = orient(upload.grey, slot.split("-")[0], self.orientation)
         return eval_transform_for_pil(image, self.size, self.mean, self.std, num_channels=3)
 
@@ -99,13 +92,4 @@ class MammoPredictor:
         return {name: float(p) for name, p in zip(self.label_names, probabilities, strict=True)}
 
 
-def check_mammogram(upload: DecodedUpload, slot: str) -> None:
-    """Refuse what is clearly not a mammogram; a model answers for any input, so a photo would get a score."""
-    if upload.modality is not None and upload.modality in NON_MAMMOGRAM_MODALITIES:
-        raise NotAMammogramError(f"{slot}: this DICOM is modality {upload.modality}, not a mammogram (MG)")
-    if upload.colourfulness > MAX_COLOURFULNESS:
-        raise NotAMammogramError(f"{slot}: this is a colour image (colourfulness {upload.colourfulness:.0f}); "
-                                 "mammograms are grey. Please upload a mammogram (DICOM, PNG or JPEG).")
-
-
-__all__ = ["VIEW_SLOTS", "MammoPrediction", "MammoPredictor", "NotAMammogramError", "check_mammogram"]
+__all__ = ["VIEW_SLOTS", "MammoPrediction", "MammoPredictor", "NotAMammogramError"]

@@ -23,7 +23,7 @@ from tests.helpers.mammo_models import (
     save_with_processors,
     tiny_vit_config,
 )
-from tests.helpers.serving_models import colour_shapes, save_tiny_models
+from tests.helpers.serving_models import RADIOGRAPHS, colour_shapes, save_tiny_models
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 import gradio as gr  # noqa: E402 - in the `test` extra
@@ -58,12 +58,13 @@ def mammo_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """The four views of one synthetic exam, plus an unreadable file, a colour drawing and a CT DICOM."""
+    """The four views of one synthetic exam, plus an unreadable file, a colour and a grey drawing and a CT DICOM."""
     root = tmp_path_factory.mktemp("mammo_inputs")
     write_synthetic_mammo(root / "exam", 1, seed=0, config=SyntheticMammoConfig(size=SIZE))
     found = {"-".join(p.stem.split("_")[1:]): p for p in (root / "exam" / "images").glob("*.png")}
     (root / "garbage.png").write_bytes(np.random.default_rng(0).bytes(4096))
     colour_shapes().save(root / "drawing.png")
+    colour_shapes().convert("L").save(root / "grey_drawing.png")
     write_dicom(root / "ct.dcm", np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)), Modality="CT")
     return {**found, **{p.name: p for p in root.iterdir() if p.is_file()}}
 
@@ -102,12 +103,22 @@ def test_bad_uploads_get_clear_errors_and_the_server_keeps_answering(client, fil
         call(client, {})
     with pytest.raises(AppError, match=r"Could not read the uploaded file as a mammogram .*garbage\.png"):
         call(client, {"L-CC": files["garbage.png"]})
-    with pytest.raises(AppError, match="L-MLO: this is a colour image .* mammograms are grey"):
+    refused = "this does not look like a mammogram: "
+    with pytest.raises(AppError, match=f"L-MLO: {refused}this is a colour image .* mammograms are grey"):
         call(client, {"L-CC": files["L-CC"], "L-MLO": files["drawing.png"]})
-    with pytest.raises(AppError, match="R-CC: this DICOM is modality CT, not a mammogram"):
+    with pytest.raises(AppError, match=f"R-CC: {refused}this DICOM is modality CT, not a mammogram"):
         call(client, {"R-CC": files["ct.dcm"]})
     label, _ = call(client, {"L-CC": files["L-CC"]})  # still serving after bad input
     assert set(probabilities(label)) == set(LABELS)
+
+
+def test_a_chest_x_ray_and_a_grey_drawing_are_refused_and_a_mammogram_beside_them_is_not_used(client, files):
+    """The tab's input check (hf_deitcxr.mammo.input_check): the chest tab's gate refuses for it what it accepts."""
+    refused = "this does not look like a mammogram: "
+    with pytest.raises(AppError, match=f"L-MLO: {refused}it looks like a chest X-ray"):
+        call(client, {"L-CC": files["L-CC"], "L-MLO": RADIOGRAPHS[0]})
+    with pytest.raises(AppError, match=f"R-CC: {refused}.*flat areas of a few grey levels"):
+        call(client, {"R-CC": files["grey_drawing.png"]})
 
 
 def test_app_adds_the_tab_when_a_mammography_model_is_given(mammo_models, tmp_path):
