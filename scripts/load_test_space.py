@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from space_cases import ProfileCase, answer_outcome, hostile_cases, near_limit_cases, sample_files, valid_cases  # noqa: E402
-from space_server import peak_memory_mib, proc_status_mib, reset_peak, running_space  # noqa: E402
+from space_server import peak_memory_mib, proc_status_mib, reset_peak, running_space, space_client  # noqa: E402
 
 
 @dataclass
@@ -145,9 +145,9 @@ def mixed_pools(folder: Path, hostile_per_kind: int, seed: int) -> dict[str, lis
 
 
 def client_session(url: str, plan: list, timeout_s: float, start_barrier=None) -> list[dict]:
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    client = Client(url, verbose=False, download_files=False)
+    client = space_client(url)
     if start_barrier is not None:
         start_barrier.wait()  # all clients connected: start together
     results = []
@@ -233,6 +233,7 @@ def load_phase(url: str, process, clients: int, requests: int, plan, timeout_s: 
     if process is not None:
         reset_peak(process.pid)
     cpu_before = process_cpu_s(process.pid) if process is not None else None
+    clients_cpu_before = process_cpu_s(os.getpid())  # the load generator shares the machine: its cost, too
     barrier = threading.Barrier(clients)
     with ThreadPoolExecutor(max_workers=clients) as pool:
         offset = 10_000 if clients == 1 else 0  # the baseline's plan differs from the first concurrent client's
@@ -241,6 +242,7 @@ def load_phase(url: str, process, clients: int, requests: int, plan, timeout_s: 
         start = time.perf_counter()
         results = [r for f in futures for r in f.result()]
     row = stats(results, time.perf_counter() - start) | {"clients": clients, "groups": group_stats(results)}
+    row["clients_cpu_s_per_request"] = (process_cpu_s(os.getpid()) - clients_cpu_before) / len(results)
     if process is not None:
         row["server_peak_rss_mib"] = peak_memory_mib(process.pid)
         row["server_cpu_s_per_request"] = (process_cpu_s(process.pid) - cpu_before) / len(results)
@@ -263,13 +265,14 @@ def print_report(report: dict) -> None:
     rows = report["rows"]
     reference = {(r["round"], r["clients"]): r for r in rows if r["design"] == rows[0]["design"]}
     print(f"{'design':<14} {'round':>5} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 s':>7} {'p95 s':>7} "
-          f"{'req/s':>7} {'x ref':>6} {'peak MiB':>8} {'cpu s/req':>9}")
+          f"{'req/s':>7} {'x ref':>6} {'peak MiB':>8} {'server cpu s/req':>16} {'clients cpu s/req':>17}")
     for r in rows:
         ref = reference.get((r["round"], r["clients"]))
         ratio = r["throughput_rps"] / ref["throughput_rps"] if ref and ref["throughput_rps"] else float("nan")
         print(f"{r['design']:<14} {r['round']:>5} {r['clients']:>7} {r['requests']:>8} {r['errors']:>6} "
               f"{r['p50_s'] or 0:>7.3f} {r['p95_s'] or 0:>7.3f} {r['throughput_rps'] or 0:>7.2f} {ratio:>6.2f} "
-              f"{r.get('server_peak_rss_mib') or 0:>8.0f} {r.get('server_cpu_s_per_request') or 0:>9.3f}")
+              f"{r.get('server_peak_rss_mib') or 0:>8.0f} {r.get('server_cpu_s_per_request') or 0:>16.3f} "
+              f"{r['clients_cpu_s_per_request']:>17.3f}")
         if report["mix"] == "hostile":
             print("    " + "; ".join(
                 f"{g} {row['requests']} req, {row['unexpected']} unexpected, {row['outcomes']}, "

@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from space_cases import ProfileCase, answer_outcome, hostile_cases, near_limit_cases, valid_cases  # noqa: E402
-from space_server import proc_status_mib, reset_peak, running_space  # noqa: E402
+from space_server import proc_status_mib, reset_peak, running_space, space_client  # noqa: E402
 
 # Near-limit sizes: the pixel budget is PIL.Image.MAX_IMAGE_PIXELS (89,478,485 samples, side 9459); the upload
 # limit is the app's DEFAULT_MAX_FILE_SIZE (50 MiB = 52,428,800 bytes).
@@ -108,7 +108,6 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def run(args: MemoryProfileArguments) -> dict:
-    from gradio_client import Client
 
     workdir = Path(args.cases_dir) if args.cases_dir else Path(tempfile.mkdtemp(prefix="memory_profile_"))
     valid = valid_cases(workdir / "valid", args.max_per_kind)
@@ -118,7 +117,7 @@ def run(args: MemoryProfileArguments) -> dict:
     plan = valid + hostile + [c for c in near for _ in range(args.near_limit_repeats)] + after
     with running_space(args.model_id, log_path=args.app_log, extra_env={"TEACHER_ID": args.teacher_id or ""}) as (
             url, process):
-        client = Client(url, verbose=False, download_files=False)
+        client = space_client(url)
         for case in valid[:2]:  # warm-up: first requests initialise lazily
             measure(client, process.pid, case, args.timeout_s, args.settle_s)
         time.sleep(1.0)

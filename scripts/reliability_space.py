@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from malformed_inputs import valid_radiograph_png, write_cases  # noqa: E402
-from space_server import answers, peak_memory_mib, running_space  # noqa: E402
+from space_server import answers, peak_memory_mib, running_space, space_client  # noqa: E402
 
 GENERIC_ERROR = "has raised an exception but has not enabled verbose error reporting"
 
@@ -76,7 +76,6 @@ def classify(client, path: Path, timeout_s: float) -> tuple[str, str, float]:
 
 
 def run(args: ReliabilityArguments) -> dict:
-    from gradio_client import Client
 
     workdir = Path(args.cases_dir) if args.cases_dir else Path(tempfile.mkdtemp(prefix="reliability_"))
     cases = write_cases(workdir / "inputs", args.count, seed=args.seed)
@@ -87,7 +86,7 @@ def run(args: ReliabilityArguments) -> dict:
         if not args.url else nullcontext((args.url, None))
     )
     with server as (url, process):
-        client = Client(url, verbose=False, download_files=False)
+        client = space_client(url)
         before = classify(client, valid, args.timeout_s)
         records = []
         for case in cases:
