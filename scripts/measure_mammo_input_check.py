@@ -225,13 +225,27 @@ def measure_rejection(args: MammoMeasureArguments) -> dict[str, list]:
     chest_files = sorted(p for p in Path(args.chest).rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     sources = {**crop_sets(args), "real chest X-rays (cxr3 validation)": chest_files,
                **generated_sets(args, chest_files)}
-    tally, samples = Tally(), {}
+    tally, samples, chest_scores = Tally(), {}, {}
     for name, items in sources.items():
-        for item in items:
-            tally.add(name, check.all_failures(decode_upload(item))[1])
-        samples[name] = list(items[: args.tab_sample])
+        results = [check.all_failures(decode_upload(item)) for item in items]
+        for _, found in results:
+            tally.add(name, found)
+        samples[name], chest_scores[name] = list(items[: args.tab_sample]), [s.chest_score for s, _ in results]
     tally.print(f"Input check (MammogramCheck, {check.config}) rejection rates")
+    print_chest_thresholds(chest_scores, sorted({check.max_chest_score, check.chest_gate_threshold}))
     return samples
+
+
+def print_chest_thresholds(chest_scores: dict[str, list[float]], thresholds: list[float]) -> None:
+    """The chest criterion alone at each threshold, on the real sets and the generated mammograms."""
+    print("\nThe chest criterion alone (chest gate score >= threshold)\n")
+    print("| set | " + " | ".join(f"refused at {t:.3f} (Wilson 95 % CI)" for t in thresholds) + " |")
+    print("|---|" + "---:|" * len(thresholds))
+    for name, scores in chest_scores.items():
+        if "GENERATED" in name and "mammogram" not in name:
+            continue
+        rates = [rate_with_interval(sum(s >= t for s in scores), len(scores)) for t in thresholds]
+        print(f"| {name} | " + " | ".join(rates) + " |")
 
 
 def cross_check_tab(model: str, samples: dict[str, list]) -> None:
