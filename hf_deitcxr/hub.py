@@ -348,7 +348,7 @@ def check_space_folder(folder: Path, files: list[str]) -> list[str]:
         raise PushRefused(f"{folder} has no app.py: not a Gradio Space folder")
     warnings = []
     if "requirements.txt" not in files:
-        warnings.append("no requirements.txt: the Space will not install hf_deitcxr")
+        warnings.append("no requirements.txt: the Space will not install the packages the app imports")
     if "README.md" in files:
         metadata = metadata_load(folder / "README.md") or {}
         if metadata.get("sdk") != "gradio":
