@@ -81,7 +81,7 @@ class TabClient:
         with gr.Blocks() as self.demo:
             load_tab().add_mammography_tab(model)
         self.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
-        self.client = Client(self.demo.local_url, verbose=False)
+        self.client = Client(self.demo.local_url, verbose=False, ssl_verify=False)  # plain HTTP loopback
 
     def call(self, views: dict[str, str | Path]) -> tuple[dict | None, str]:
         from gradio_client import handle_file

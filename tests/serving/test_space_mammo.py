@@ -76,7 +76,7 @@ def client(request, mammo_models):
         tab.add_mammography_tab(str(mammo_models[request.param]))
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
     try:
-        yield Client(demo.local_url, verbose=False)
+        yield Client(demo.local_url, verbose=False, ssl_verify=False)  # plain HTTP: no CA bundle per request
     finally:
         demo.close()
 
