@@ -138,6 +138,7 @@ def export_graph(fused: FusedDeiT, path: Path) -> None:
     os.close(handle)
     try:
         program.save(temporary, external_data=False)
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -146,7 +147,9 @@ def export_graph(fused: FusedDeiT, path: Path) -> None:
 
 
 def make_session(path: str | os.PathLike, threads: int | None = None):
-    """A CPU ONNX Runtime session: all graph optimisations, `threads` (default torch's) intra-op threads."""
+    """A CPU ONNX Runtime session: all graph optimisations, `threads` (default torch's) intra-op threads, which do not
+    spin-wait between runs under OMP_WAIT_POLICY=PASSIVE (as torch's OpenMP threads: on a small shared CPU a spinning
+    pool would take a core from the decoding, input check and overlay around each forward)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -154,6 +157,8 @@ def make_session(path: str | os.PathLike, threads: int | None = None):
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
