@@ -14,6 +14,7 @@ exporter's version, so a restart loads it instead of exporting again (`HF_DEITCX
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -128,7 +129,7 @@ def export_graph(fused: FusedDeiT, path: Path) -> None:
     """Export the fused forward (fp32, batch 1, attention maps as outputs) to `path`, atomically."""
     probe = torch.zeros(1, fused.num_channels, fused.grid[0] * fused.patch, fused.grid[1] * fused.patch)
     layers = len(fused.layers)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet("onnx_ir", "onnxscript"):
         program = torch.onnx.export(
             _ExportedForward(fused).eval(), (probe,), dynamo=True, optimize=True, verbose=False,
             input_names=[_INPUT], output_names=[_LOGITS, *(f"attentions.{i}" for i in range(layers))],
@@ -144,6 +145,20 @@ def export_graph(fused: FusedDeiT, path: Path) -> None:
         if os.path.exists(temporary):
             os.remove(temporary)
     logger.info("exported the DeiT forward to %s", path)
+
+
+@contextlib.contextmanager
+def _quiet(*names: str):
+    """The exporter's optimiser logs every pass at INFO (hundreds of lines): at most warnings while it runs."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def make_session(path: str | os.PathLike, threads: int | None = None):
