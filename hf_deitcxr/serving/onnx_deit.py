@@ -89,11 +89,10 @@ class OnnxDeiT:
         names = self.output_names if output_attentions else [_LOGITS]
         images = pixel_values.detach().to("cpu", torch.float32).numpy()
         runs = [self.session.run(names, {_INPUT: images[i : i + 1]}) for i in range(len(images))]
-        logits = torch.from_numpy(np.concatenate([run[0] for run in runs]))
-        if not output_attentions:
-            return logits, None
-        attentions = tuple(torch.from_numpy(np.concatenate([run[k] for run in runs])) for k in range(1, len(names)))
-        return logits, attentions
+        # batch 1 (the Space's case) takes ORT's arrays as they are; a batch joins them
+        outputs = runs[0] if len(runs) == 1 else [np.concatenate(parts) for parts in zip(*runs, strict=True)]
+        logits = torch.from_numpy(outputs[0])
+        return logits, (tuple(torch.from_numpy(maps) for maps in outputs[1:]) if output_attentions else None)
 
 
 def graph_key(model: nn.Module) -> str:
