@@ -68,7 +68,7 @@ def recorded_matmuls(forward: Callable[[], object]) -> list[Callable[[], object]
 
 def main() -> None:
     (args,) = HfArgumentParser(CeilingArguments).parse_args_into_dataclasses()
-    classifier = RadiographClassifier.from_pretrained(args.model_name_or_path, precision="fp32")
+    classifier = RadiographClassifier.from_pretrained(args.model_name_or_path, precision="fp32", forward="torch")
     if classifier.fused is None:
         raise SystemExit(f"{args.model_name_or_path} has no fused DeiT forward (not a DeiT classifier?)")
     model, fused = classifier.model, classifier.fused

@@ -7,17 +7,20 @@
 Every variant goes from a file path on disk to class probabilities, batch 1, `torch.set_num_threads(threads)`:
 - `pipeline`: `pipeline("image-classification", model=...)` called with the path (fp32, the baseline);
 - `ours ...`: `ChestXrayPredictor.predict(path)` as the Space calls it: decode, input check, resize to the model size,
-  forward under `torch.inference_mode` (the fused DeiT forward of `fast_deit.py`); "+ heatmap" adds the attention
-  rollout and the coloured overlay; "transformers forward" is the same path with the model's own (eager) forward
-  instead of the fused one; "+ teacher" (with `--teacher_name_or_path`) is the Space's full path with a teacher;
-- `--also_one_thread` adds the pipeline and our default path with `torch.set_num_threads(1)` (a thread choice, not
-  a code change: reported apart from the equal-thread comparison).
+  forward under `torch.inference_mode`; "+ heatmap" adds the attention rollout and the coloured overlay. The forward:
+  "torch fp32" the fused DeiT forward of `fast_deit.py`, "onnxruntime fp32" the same exported to ONNX Runtime
+  (`onnx_deit.py`), "torch bf16" the fused forward in bf16, "transformers forward" the model's own (eager) forward;
+  "Space default (auto: ...)" is what the Space loads (`forward="auto"`, `precision="auto"`: the fastest of those
+  on a probe at start-up, `forward_choice.py`), with the forward it chose in its name; "+ teacher" (with
+  `--teacher_name_or_path`) is the Space's full path with a teacher;
+- `--also_one_thread` adds the pipeline and our torch fp32 path with `torch.set_num_threads(1)` (a thread choice,
+  not a code change: reported apart from the equal-thread comparison; ONNX Runtime's threads are fixed at load).
 Variants run interleaved (each round runs every variant once, in a shuffled order, on the same image), so load from
 other processes hits all of them alike. p50/p95 over `iterations` rounds; ratio = pipeline latency / ours.
 
 Then, on `agreement_images` images of the folder: agreement of predicted labels between the pipeline and our fp32
 path (preprocessing equivalence), between our fp32 and bf16 paths (does accuracy hold in bf16?), and the accuracy of
-each against the folder names as labels.
+each against the folder names as labels. `scripts/check_onnx_parity.py` checks ONNX Runtime against torch fp32.
 """
 
 from __future__ import annotations
@@ -39,12 +42,13 @@ from hf_deitcxr.data.dicom import read_radiograph
 from hf_deitcxr.experiments.timing import time_interleaved
 from hf_deitcxr.serving import ChestXrayPredictor, RadiographCheck, RadiographClassifier, decode_upload
 from hf_deitcxr.serving.explain import attention_rollout, overlay
+from hf_deitcxr.serving.forward_choice import cpu_has_native_bf16
 from hf_deitcxr.serving.predictor import cpu_has_amx_bf16
 
 SAMPLE = Path(hf_deitcxr.__file__).parent / "sample_data" / "cxr3_sample" / "train"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 BASELINE = "pipeline (fp32, baseline)"
-DEFAULT = "ours fp32 + heatmap (the Space default)"
+TORCH_FP32 = "ours torch fp32 + heatmap"
 
 
 @dataclass
@@ -72,6 +76,11 @@ def image_files(folder: str) -> list[Path]:
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def student_path(model: str, check: RadiographCheck, **options) -> ChestXrayPredictor:
+    """The Space's path (no teacher) with the student loaded with `options` (a forced forward / precision)."""
+    return ChestXrayPredictor(RadiographClassifier.from_pretrained(model, **options), None, check)
 
 
 def heatmap_cost(predictor: ChestXrayPredictor, files: list[Path], repeats: int = 50) -> dict[str, float]:
@@ -125,26 +134,35 @@ def main() -> None:
     pipe = pipeline("image-classification", model=args.model_name_or_path)
     check = RadiographCheck()
     ours = {
-        "fp32": ChestXrayPredictor.from_pretrained(args.model_name_or_path, precision="fp32"),
-        "bf16": ChestXrayPredictor.from_pretrained(args.model_name_or_path, precision="bf16"),
+        "fp32": student_path(args.model_name_or_path, check, precision="fp32", forward="torch"),
+        "onnx": student_path(args.model_name_or_path, check, precision="fp32", forward="onnx"),
+        "bf16": student_path(args.model_name_or_path, check, precision="bf16", forward="torch"),
+        "auto": ChestXrayPredictor.from_pretrained(args.model_name_or_path, precision="auto"),  # as the Space loads
     }
     unfused = ChestXrayPredictor.from_pretrained(args.model_name_or_path, precision="fp32", fused=False)
     if ours["fp32"].student.fused is None:
         print("warning: the fused forward is not used for this model (see the log)")
+    if ours["onnx"].student.forward_name != "onnxruntime fp32":
+        print("warning: the ONNX Runtime forward is not usable for this model (see the log)")
+    auto = ours["auto"].student.forward_choice
+    default = f"Space default (auto: {auto.name}) + heatmap"
     variants: dict[str, Callable[[Path], object]] = {
         BASELINE: lambda path: pipe(str(path)),
-        "ours fp32, no heatmap": lambda path: ours["fp32"].predict(path, heatmap=False),
-        DEFAULT: lambda path: ours["fp32"].predict(path, heatmap=True),
+        "ours torch fp32, no heatmap": lambda path: ours["fp32"].predict(path, heatmap=False),
+        TORCH_FP32: lambda path: ours["fp32"].predict(path, heatmap=True),
+        "ours onnxruntime fp32 + heatmap": lambda path: ours["onnx"].predict(path, heatmap=True),
+        "ours torch bf16 + heatmap": lambda path: ours["bf16"].predict(path, heatmap=True),
+        default: lambda path: ours["auto"].predict(path, heatmap=True),
         "ours fp32 + heatmap, transformers forward": lambda path: unfused.predict(path, heatmap=True),
-        "ours bf16 + heatmap": lambda path: ours["bf16"].predict(path, heatmap=True),
     }
     if args.teacher_name_or_path:
         space = ChestXrayPredictor.from_pretrained(args.model_name_or_path, args.teacher_name_or_path,
-                                                   precision="fp32")
-        variants["Space path: ours fp32 + heatmap + teacher"] = lambda path: space.predict(path, heatmap=True)
+                                                   precision="auto")
+        variants[f"Space path (auto: {space.student.forward_name}) + heatmap + teacher"] = (
+            lambda path: space.predict(path, heatmap=True))
     if args.also_one_thread:
         variants[f"{BASELINE} @ 1 thread"] = _one_thread(variants[BASELINE], args.threads)
-        variants[f"{DEFAULT} @ 1 thread"] = _one_thread(variants[DEFAULT], args.threads)
+        variants[f"{TORCH_FP32} @ 1 thread"] = _one_thread(variants[TORCH_FP32], args.threads)
     # Images the input check refuses would raise: time only images it accepts (all real ones but a few).
     accepted = [p for p in latency_files if not check.all_failures(decode_upload(p))[1]]
     times = time_interleaved(variants, accepted, args.iterations, args.warmup, args.seed)
@@ -153,8 +171,9 @@ def main() -> None:
     base95 = percentile(times[BASELINE], 95)
     print(f"\nmodel {args.model_name_or_path}; {len(accepted)} images from {files[0].parents[1]}; batch 1; "
           f"torch.set_num_threads({args.threads}); {args.iterations} interleaved rounds after {args.warmup} warm-up; "
-          f"CPU has AMX-BF16: {cpu_has_amx_bf16()}; precision='auto' here = "
-          f"{'bf16' if cpu_has_amx_bf16() else 'fp32'}\n")
+          f"CPU has AMX-BF16: {cpu_has_amx_bf16()}, native bf16 (AVX512-BF16 or AMX): {cpu_has_native_bf16()}; "
+          f"the Space's start-up choice here: {auto.name} (median ms on its probe: "
+          f"{', '.join(f'{k} {v:.2f}' for k, v in auto.median_ms.items()) or 'not timed'})\n")
     print("| variant | p50 ms | p95 ms | pipeline p50 / this p50 | pipeline p95 / this p95 |")
     print("|---|---:|---:|---:|---:|")
     for name, samples in times.items():

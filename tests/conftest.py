@@ -5,6 +5,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The serving forward as before (fused PyTorch, nothing timed or exported at load); tests of the start-up choice
+# (tests/serving/test_onnx_forward.py) ask for it explicitly.
+os.environ.setdefault("HF_DEITCXR_FORWARD", "torch")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

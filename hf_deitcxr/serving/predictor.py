@@ -35,6 +35,7 @@ from ..data.input_spec import normalization_from_image_processor
 from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing, make_image_processor
 from .explain import attention_rollout, class_activation_map
 from .fast_deit import FusedDeiT
+from .forward_choice import choose_forward
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,12 @@ def heatmap_kind(model: nn.Module) -> str | None:
 
 
 class RadiographClassifier:
-    """One image-classification model with its input convention, ready for batch-1 predictions on grey images."""
+    """One image-classification model with its input convention, ready for batch-1 predictions on grey images.
+
+    forward: "auto" (default, or `$HF_DEITCXR_FORWARD`) times the checked DeiT forwards on this CPU at load and keeps
+    the fastest (`forward_choice.py`: fused PyTorch fp32, ONNX Runtime, PyTorch bf16 on CPUs with native bf16);
+    "onnx" or "torch" pick one. `forward_name` says which serves.
+    """
 
     def __init__(
         self,
@@ -89,6 +95,7 @@ class RadiographClassifier:
         explain: bool = True,
         fused: bool = True,
         preprocessing: GreyPreprocessing | None = None,
+        forward: str | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -99,14 +106,15 @@ class RadiographClassifier:
         if len(mean) not in (1, self.num_channels) or len(std) != len(mean):
             raise ValueError(f"mean/std {mean}/{std} do not fit a model with {self.num_channels} input channels")
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        self.dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and cpu_has_amx_bf16()) else (
-            torch.float32
-        )
         self.heatmap_kind = heatmap_kind(model) if explain else None
-        self.fused = _checked_fused_forward(self.model, size, self.heatmap_kind == "rollout") if fused else None
+        rollout = self.heatmap_kind == "rollout"
+        checked = _checked_fused_forward(self.model, size, rollout) if fused else None
+        # the fastest checked forward on this CPU (fused torch fp32 / ONNX Runtime / torch bf16), with its dtype
+        self.forward_choice = choose_forward(self.model, checked, precision=precision, forward=forward,
+                                             with_attentions=rollout)
+        self.fused, self.dtype = self.forward_choice.forward, self.forward_choice.dtype
+        self.forward_name = self.forward_choice.name  # for the Space's model info
         self.model.to(self.dtype)
-        if self.fused is not None:
-            self.fused.to(self.dtype)
         # x -> (x / 255 - mean) / std == x * scale + shift, per channel; the input buffer is allocated once
         std_t = torch.tensor(std, dtype=torch.float32).expand(self.num_channels)
         mean_t = torch.tensor(mean, dtype=torch.float32).expand(self.num_channels)
@@ -122,7 +130,7 @@ class RadiographClassifier:
     @classmethod
     def from_pretrained(
         cls, model_id: str | os.PathLike, *, precision: str = "auto", explain: bool = True, fused: bool = True,
-        **kwargs,
+        forward: str | None = None, **kwargs,
     ) -> RadiographClassifier:
         """Load a saved model folder or Hub id (and its image processor); DeiT models get eager attention."""
         config = AutoConfig.from_pretrained(model_id, **kwargs)
@@ -136,7 +144,7 @@ class RadiographClassifier:
             processor = make_image_processor(int(getattr(config, "image_size", 224)), config.num_channels)
         mean, std, size = normalization_from_image_processor(processor)
         return cls(model, mean, std, size, precision=precision, explain=explain, fused=fused,
-                   preprocessing=GreyPreprocessing.from_processor(processor))
+                   preprocessing=GreyPreprocessing.from_processor(processor), forward=forward)
 
     def resize(self, grey: Image.Image, framed: bool = False) -> Image.Image:
         """Grey image -> model size, bicubic and without crop, with the saved image processor's border removal and
