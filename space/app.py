@@ -126,7 +126,7 @@ def build_demo(
         gr.Markdown(INTRO)
         gr.Markdown(f"> ⚠️ {DISCLAIMER}")
         with gr.Tab("Chest X-ray"):
-            _chest_tab(predict, analyse, cards, concurrency)
+            _chest_tab(predict, analyse, cards, concurrency, serving_markdown(predictor, concurrency))
         with gr.Tab("Batch"):
             _batch_tab(batch)
         if mammo_model_id:
@@ -138,7 +138,8 @@ def build_demo(
     return demo
 
 
-def _chest_tab(predict, analyse, cards: tuple[ModelInfo, ModelInfo | None], concurrency: int) -> None:
+def _chest_tab(predict, analyse, cards: tuple[ModelInfo, ModelInfo | None], concurrency: int,
+               serving: str) -> None:
     """Upload, explanation switches and examples on the left; labels, heatmaps, preview and status on the right."""
     student_card, teacher_card = cards
     with gr.Row():
@@ -162,7 +163,7 @@ def _chest_tab(predict, analyse, cards: tuple[ModelInfo, ModelInfo | None], conc
     with gr.Row():
         preview = gr.Image(label="Input preview (what the student was given)", type="pil", format="png")
         facts = gr.Markdown()
-    _card_accordion(student_card, teacher_card)
+    _card_accordion(student_card, teacher_card, serving)
     outputs = [student_label, heatmap, teacher_label, status]
     # The API endpoint of the contract (one file in; student, heatmap, teacher or None, status out), without a UI.
     # predict and analyse share one pool of `concurrency` slots
@@ -177,9 +178,10 @@ def _chest_tab(predict, analyse, cards: tuple[ModelInfo, ModelInfo | None], conc
                         run_on_click=True, cache_examples=False, label="Examples (see ATTRIBUTION.md)")
 
 
-def _card_accordion(student: ModelInfo, teacher: ModelInfo | None) -> None:
+def _card_accordion(student: ModelInfo, teacher: ModelInfo | None, serving: str) -> None:
     """The model cards' training data, method, results and audit, folded away (the operator's text, sanitised)."""
     with gr.Accordion("Model cards", open=False):
+        gr.Markdown(serving)
         for role, info in (("Student", student), ("Teacher", teacher)):
             if info is not None:
                 gr.Markdown(f"## {role}: {markdown_literal(info.name)}\n\n{info.markdown}")
@@ -302,6 +304,15 @@ def quiet_blocked_requests() -> None:
 
     if getattr(queueing, "traceback", None) is traceback:
         queueing.traceback = _BlockedRequestLog()
+
+
+def serving_markdown(predictor: ChestXrayPredictor, concurrency: int) -> str:
+    """How this app serves: each model's forward (chosen at start-up on this CPU) and the request batching."""
+    forwards = [f"student: {predictor.student.forward_name}"]
+    if predictor.teacher is not None:
+        forwards.append(f"teacher: {predictor.teacher.forward_name}")
+    return (f"**Serving:** {'; '.join(forwards)}. Up to {concurrency} requests at once, forward passes of waiting "
+            f"requests batched by up to {predictor.max_batch_size}.")
 
 
 def status_markdown(result: ChestXrayResult) -> str:

@@ -35,7 +35,7 @@ from ..data.input_spec import normalization_from_image_processor
 from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing, make_image_processor
 from .explain import attention_rollout, class_activation_map
 from .fast_deit import FusedDeiT
-from .forward_choice import choose_forward
+from .forward_choice import ONNX_FP32, choose_forward
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ class RadiographClassifier:
                                              with_attentions=rollout)
         self.fused, self.dtype = self.forward_choice.forward, self.forward_choice.dtype
         self.forward_name = self.forward_choice.name  # for the Space's model info
+        # the ONNX graph is batch-1 (it runs a batch image by image); batches of several go to the fused PyTorch
+        # forward, which takes them in one pass (same fp32 outputs within 1e-4, checked when ONNX was chosen)
+        self._batch_forward = checked if self.forward_name == ONNX_FP32 else self.fused
         self.model.to(self.dtype)
         # x -> (x / 255 - mean) / std == x * scale + shift, per channel; the input buffer is allocated once
         std_t = torch.tensor(std, dtype=torch.float32).expand(self.num_channels)
@@ -210,7 +213,9 @@ class RadiographClassifier:
             raise ValueError(f"{len(wanted)} heatmap flags for {len(resized)} images")
         device = next(self.model.parameters()).device
         pixels = torch.stack([self.normalise(image) for image in resized]).to(device, self.dtype)
-        fused = self.fused if device.type == "cpu" else None  # its weights stay where the model was loaded
+        fused = None  # off the CPU: the model's own forward (the fused weights stay where the model was loaded)
+        if device.type == "cpu":
+            fused = self.fused if len(resized) == 1 else self._batch_forward
         with self._lock:
             probabilities, heat = self._forward(pixels, any(wanted), fused)
         return [self._prediction(p, heat[i] if heat is not None and wanted[i] else None)

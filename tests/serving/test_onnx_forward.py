@@ -157,3 +157,17 @@ def test_classifier_with_the_onnx_forward_predicts_as_the_pytorch_one(tmp_path, 
         assert ours.label == theirs.label
         assert max(abs(ours.probabilities[k] - theirs.probabilities[k]) for k in ours.probabilities) < 1e-4
         assert abs(ours.heatmap - theirs.heatmap).max() < 1e-3
+    # a micro-batch of several goes through the fused PyTorch forward in one pass (the ONNX graph is batch-1), a
+    # batch of one through ONNX Runtime; both give what one-by-one predictions give
+    greys = [Image.open(path) for path in RADIOGRAPHS[:3]]
+    calls = {"onnx": 0}
+    original = type(onnx.fused).__call__
+    monkeypatch.setattr(type(onnx.fused), "__call__",
+                        lambda self, *a, **k: calls.__setitem__("onnx", calls["onnx"] + 1) or original(self, *a, **k))
+    batch = onnx.predict_batch(greys)
+    assert calls["onnx"] == 0
+    assert onnx.predict_batch(greys[:1])[0].label == batch[0].label and calls["onnx"] == 1
+    for grey, got in zip(greys, batch, strict=True):
+        want = torch_forward.predict(grey)
+        assert max(abs(got.probabilities[k] - want.probabilities[k]) for k in got.probabilities) < 1e-4
+        assert abs(got.heatmap - want.heatmap).max() < 1e-3

@@ -340,3 +340,15 @@ def test_predict_response_holds_no_upload_path_and_only_the_heatmaps_cache_path(
     assert heatmap["url"].endswith(f"/gradio_api/file={heatmap['path']}")
     without_heatmap = json.dumps([student, teacher, status])
     assert str(cache) not in without_heatmap and "/tmp" not in without_heatmap
+
+
+def test_the_page_says_how_it_serves_and_the_design_settings_are_checked(app_module, models, demo, monkeypatch):
+    serving = [c for c in demo.config["components"] if "Serving:" in str(c.get("props", {}).get("value", ""))]
+    assert len(serving) == 1  # in the model-cards accordion
+    text = serving[0]["props"]["value"]
+    assert "student: torch fp32" in text and "teacher: transformers fp32" in text and "Up to 8 requests" in text
+    one_at_a_time = app_module.ChestXrayPredictor.from_pretrained(str(models[0]), precision="fp32")
+    assert "batched by up to 1" in app_module.serving_markdown(one_at_a_time, 1)
+    monkeypatch.setenv("MAX_BATCH_SIZE", "0")
+    with pytest.raises(SystemExit, match="MAX_BATCH_SIZE"):
+        app_module.build_demo(str(models[0]), precision="fp32")
