@@ -36,17 +36,19 @@ def attention_rollout(
     batch, _, tokens, _ = first.shape
     if tokens != num_prefix_tokens + grid[0] * grid[1]:
         raise ValueError(f"{tokens} tokens do not match {num_prefix_tokens} prefix tokens + a {grid} patch grid")
-    identity = torch.eye(tokens, dtype=torch.float32, device=first.device)
+    # numpy, not torch: each of torch's small operations here woke the intra-op thread pool, and the rollout took
+    # ≈ 2 ms at 2 threads against ≈ 0.25 ms in numpy (same values within float rounding)
+    maps = np.stack([layer.detach().to("cpu", torch.float32).numpy().mean(axis=1) for layer in attentions])
+    identity = np.eye(tokens, dtype=np.float32)
     # all layers' head-averaged, residual-mixed, renormalised maps at once: (layers, batch, tokens, tokens)
-    mixed = torch.stack([layer.mean(dim=1, dtype=torch.float32) for layer in attentions])
-    mixed = torch.add(residual_weight * identity, mixed, alpha=1.0 - residual_weight)
-    mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+    mixed = residual_weight * identity + (1.0 - residual_weight) * maps
+    mixed /= mixed.sum(axis=-1, keepdims=True)
     # rows: the prefix tokens' current attribution over all tokens, propagated from the last layer down
-    rows = identity[:num_prefix_tokens].expand(batch, -1, -1)
-    for layer in reversed(mixed.unbind(0)):
+    rows = np.broadcast_to(identity[:num_prefix_tokens], (batch, num_prefix_tokens, tokens))
+    for layer in mixed[::-1]:
         rows = rows @ layer
-    patches = rows[:, :, num_prefix_tokens:].mean(dim=1).reshape(batch, *grid)
-    return _unit_range(patches.cpu().numpy())
+    patches = rows[:, :, num_prefix_tokens:].mean(axis=1).reshape(batch, *grid)
+    return _unit_range(patches)
 
 
 def class_activation_map(features: torch.Tensor, weight: torch.Tensor, class_index: torch.Tensor) -> np.ndarray:

@@ -52,12 +52,14 @@ class RadiographGate(nn.Module):
         """Radiograph-likeness in (0, 1) of one (64, 64) thumbnail on 0..255."""
         if thumbnail.shape != (GATE_INPUT_SIZE, GATE_INPUT_SIZE):
             raise ValueError(f"expected a {GATE_INPUT_SIZE}x{GATE_INPUT_SIZE} thumbnail, got {thumbnail.shape}")
-        was_training = self.training
-        self.eval()
         pixels = torch.as_tensor(np.asarray(thumbnail, dtype=np.float32)).view(1, 1, *thumbnail.shape)
-        value = float(torch.sigmoid(self(pixels))[0])
-        self.train(was_training)
-        return value
+        if not self.training:  # serving: no mode switch (a recursive `train()` per call cost ≈ 0.4 ms of a 3 ms score)
+            return float(torch.sigmoid(self(pixels))[0])
+        self.eval()  # a gate being fitted is scored as it will serve, then put back
+        try:
+            return float(torch.sigmoid(self(pixels))[0])
+        finally:
+            self.train()
 
     def save(self, path: str | Path) -> None:
         tensors = {name: tensor.detach().contiguous() for name, tensor in self.state_dict().items()}

@@ -96,6 +96,11 @@ def test_gate_round_trip_keeps_scores_threshold_and_metadata(tmp_path):
     assert loaded.score(thumbnail) == pytest.approx(gate.score(thumbnail), abs=1e-6)
     with pytest.raises(ValueError, match="64x64 thumbnail"):
         loaded.score(np.zeros((32, 32)))
+    gate.train()  # a gate being fitted: scored in eval mode (batch-norm running statistics), left in training mode
+    with torch.no_grad():
+        gate.features[1].running_mean.fill_(3.0)  # batch statistics would ignore this; eval mode uses it
+    in_training = gate.score(thumbnail)
+    assert gate.training and in_training == pytest.approx(gate.eval().score(thumbnail), abs=1e-7)
 
 
 def test_the_fitting_script_sees_the_thumbnail_the_space_computes(outliers):
