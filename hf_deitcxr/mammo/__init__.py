@@ -9,7 +9,7 @@ Modules:
   here) from pretrained checkpoints;
 - `evaluation`: exam-level scores from view-level predictions (max / mean);
 - `training`: the `--task mammo` run, through the shared training harness;
-- `synthetic`: a multi-view synthetic task; `inference`: a predictor;
+- `synthetic`: a multi-view synthetic task; `inference`: a predictor; `input_check`: the Space tab's input check;
 - `benchmark` (with `bench_models`, `bench_runs`, `bench_summary`): `hf-deitcxr benchmark --task mammo`, backbones,
   distillation and multi view from scratch on a real crop folder (cbis_mass), resumable, with bootstrap intervals.
 
