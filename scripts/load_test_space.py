@@ -22,7 +22,9 @@ the app did not foresee), a timeout, a valid file refused or a hostile one accep
 request at a time, no batching, the app before micro-batching), each started afresh, at each client count (1 = the
 sequential baseline of `baseline_requests` requests), the designs alternating round by round so that drifting load
 from other processes hits each alike. Per row: latency, throughput, the server's peak RSS and its CPU seconds per
-request; the throughput ratio is against the first design at the same client count.
+request; the throughput ratio is against the first design at the same client count. `--reference_checkout DIR`
+adds, first in every round, the app and package of another checkout (e.g. `git worktree add DIR <commit>`: the app
+before a change), started with its own code (PYTHONPATH=DIR) and its own defaults.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class LoadTestArguments:
     designs: str = field(default="", metadata={"help": "Serving designs CONCURRENCYxMAX_BATCH_SIZE, comma-separated "
                                                        "(e.g. 1x1,8x8); empty: the app's defaults / environment"})
     rounds: int = field(default=1, metadata={"help": "Repetitions of the designs, alternating"})
+    reference_checkout: str | None = field(default=None, metadata={
+        "help": "A checkout of another commit (e.g. a `git worktree` of the app before a change): its space/app.py "
+                "and package run as the first design of every round, so every ratio is against it"})
     timeout_s: float = field(default=300.0)
     mix: str = field(default="valid", metadata={"help": "valid: the sample radiographs only; hostile: a mix of "
                                                         "valid, hostile and near-limit files",
@@ -75,8 +80,12 @@ class LoadTestArguments:
             raise ValueError(f"--mix must be valid or hostile, not {self.mix!r}")
         self.client_counts = sorted({1, *parse_counts(self.clients)})
         self.design_list = parse_designs(self.designs)
-        if self.url and self.design_list != [None]:
-            raise ValueError("--designs starts the app with each design: it does not apply to --url")
+        if self.url and (self.design_list != [None] or self.reference_checkout):
+            raise ValueError("--designs and --reference_checkout start the app: they do not apply to --url")
+        if self.reference_checkout:
+            if not (Path(self.reference_checkout) / "space" / "app.py").is_file():
+                raise ValueError(f"--reference_checkout {self.reference_checkout} has no space/app.py")
+            self.design_list = ["reference", *self.design_list]
         if self.rounds < 1:
             raise ValueError(f"--rounds must be at least 1, got {self.rounds}")
 
@@ -104,7 +113,9 @@ def parse_designs(text: str) -> list[tuple[int, int] | None]:
     return designs or [None]
 
 
-def design_name(design: tuple[int, int] | None) -> str:
+def design_name(design: tuple[int, int] | str | None) -> str:
+    if isinstance(design, str):
+        return design
     return "as configured" if design is None else f"{design[0]}x{design[1]}"
 
 
@@ -210,12 +221,17 @@ def _planner(args: LoadTestArguments):
     return lambda requests, k: mixed_plan(pools, requests, fractions, [args.seed, k])
 
 
-def run_design(args: LoadTestArguments, design: tuple[int, int] | None, plan, round_index: int) -> list[dict]:
+def run_design(args: LoadTestArguments, design: tuple[int, int] | str | None, plan, round_index: int) -> list[dict]:
     """Start the app with `design` (or connect to --url), warm it up, then load it at each client count."""
     env = _teacher_env(args.teacher_id)
-    if design is not None:
+    app = {}
+    if design == "reference":  # the other checkout's app with its own package (ahead of the installed one)
+        checkout = Path(args.reference_checkout).resolve()
+        env |= {"PYTHONPATH": str(checkout)}
+        app = {"app": checkout / "space" / "app.py"}
+    elif design is not None:
         env |= {"CONCURRENCY": str(design[0]), "MAX_BATCH_SIZE": str(design[1])}
-    server = running_space(args.model_id, extra_env=env) if not args.url else nullcontext((args.url, None))
+    server = running_space(args.model_id, extra_env=env, **app) if not args.url else nullcontext((args.url, None))
     rows = []
     with server as (url, process):
         client_session(url, sample_plan(2, 0), args.timeout_s)  # warm-up (first request initialises lazily)
