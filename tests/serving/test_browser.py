@@ -220,3 +220,4 @@ def test_the_page_shows_the_preview_both_heatmaps_and_the_model_cards(served, pa
     assert page.get_by_text("Model input:").first.is_visible()
     page.get_by_text("Model cards").first.click()  # the accordion opens on a click
     page.get_by_text("Student: student").first.wait_for(state="visible")
+    assert page.get_by_text("Up to 8 requests at once").first.is_visible()  # how the app serves
