@@ -18,20 +18,15 @@ from huggingface_hub import ModelCard, constants
 
 from hf_deitcxr.cli import main
 from hf_deitcxr.hub import PushArguments, PushRefused, plan_push, push
-from tests.helpers.fake_hub import FakeHub
+from tests.helpers.fake_hub import FAKE_TOKEN, FakeHub, log_in_with_fake_token
 from tests.helpers.model_folder import save_tiny_model_folder
 
-FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789abcdef"
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def logged_in(monkeypatch, tmp_path):
-    """The fake token in HF_TOKEN (the standard place), a private HF_HOME, and online mode for this test."""
-    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    log_in_with_fake_token(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")

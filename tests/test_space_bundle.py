@@ -15,26 +15,22 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
-from huggingface_hub import constants, metadata_load
+from huggingface_hub import metadata_load
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from hf_deitcxr.hub import PushArguments, PushRefused, push
 from hf_deitcxr.space_bundle import PLACEHOLDER, SpaceIds, find_placeholders, stage_space
-from tests.helpers.fake_hub import FakeHub
+from tests.helpers.fake_hub import FAKE_TOKEN, FakeHub, log_in_with_fake_token
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "space"
-FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789abcdef"
 IDS = SpaceIds("someone/deitcxr-space", "someone/deitcxr-tiny-distilled", "someone/densenet-cxr")
 
 
 @pytest.fixture
 def logged_in(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+    log_in_with_fake_token(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
+
+FAKE_TOKEN = "hf_FakeTokenForTestsOnly0123456789abcdef"
+
+
+def log_in_with_fake_token(monkeypatch, home: Path) -> None:
+    """The fake token in HF_TOKEN (the standard place), a private token path under `home`, and online mode."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "hf_home" / "token"))
+
 
 XET_ACCESS_TOKEN = "xet-write-token-for-tests"
 LFS_SUFFIXES = (".safetensors", ".png", ".jpg", ".bin")  # like the Hub's default .gitattributes
