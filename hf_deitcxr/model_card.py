@@ -265,6 +265,10 @@ def preprocessing_line(model_args: dict) -> str:
 
 def teacher_description(teacher_path: str | None, shown: str) -> str:
     """Architecture and score of a teacher folder present on this machine, else just its name."""
+    if teacher_path and "," in teacher_path:
+        members = [part.strip() for part in teacher_path.split(",")]
+        return (f"an ensemble of {len(members)} teachers (mean logits): "
+                + "; ".join(teacher_description(member, display_name(member) or member) for member in members))
     if teacher_path and Path(teacher_path, "config.json").is_file():
         config = _read_json(Path(teacher_path) / "config.json")
         overall = _read_json(Path(teacher_path) / "metrics.json").get("overall") or {}
@@ -301,6 +305,8 @@ def display_name(value: Any) -> str | None:
     if value is None or value == "":
         return None
     text = str(value)
+    if "," in text:  # a teacher ensemble (`--teacher_name_or_path a,b`): each member shown so
+        return ", ".join(display_name(part.strip()) or part for part in text.split(","))
     if _is_hub_id(text):
         return text
     return Path(text.rstrip("/\\")).name or text

@@ -56,7 +56,8 @@ class ModelArguments:
                                          "choices": ["densenet121", "densenet169", "densenet201"]}
     )
     teacher_name_or_path: str | None = field(
-        default=None, metadata={"help": "Trained teacher (folder or Hub id) for the distill stage"}
+        default=None, metadata={"help": "Trained teacher (folder or Hub id) for the distill stage; several separated "
+                                         "by commas: their ensemble (mean logits)"}
     )
     image_size: int = field(default=224, metadata={"help": "Model input resolution (square)"})
     num_channels: int = field(default=3, metadata={"help": "3: grey replicated to RGB (default); 1: grey"})

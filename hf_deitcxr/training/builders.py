@@ -15,6 +15,7 @@ from ..models.deit_cxr.modeling_deit_cxr import DeiTCXRForImageClassificationWit
 from ..models.deit_cxr.pretrained import load_student
 from ..models.densenet import DenseNetConfig, DenseNetForImageClassification
 from .arguments import STUDENT_PRESETS
+from .teacher_ensemble import TeacherEnsemble, teacher_paths
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,20 @@ def build_teacher(
 
 
 def load_trained_teacher(path: str, label_names: Sequence[str]) -> tuple[nn.Module, InputSpec]:
-    """A trained teacher for distillation plus its input convention (from its saved image processor)."""
+    """A trained teacher for distillation plus its input convention (from its saved image processor); several paths
+    separated by commas: their ensemble (`teacher_ensemble.py`), which must share classes and input convention."""
+    paths = teacher_paths(path)
+    if len(paths) == 1:
+        return _load_one_teacher(paths[0], label_names)
+    members = [_load_one_teacher(member, label_names) for member in paths]
+    spec = members[0][1]
+    if any(other != spec for _, other in members[1:]):
+        raise ValueError(f"the teachers {paths} take different inputs ({[str(s) for _, s in members]}): an ensemble "
+                         "needs one input convention (size, channels, normalisation, preprocessing)")
+    return TeacherEnsemble([model for model, _ in members]), members[0][1]
+
+
+def _load_one_teacher(path: str, label_names: Sequence[str]) -> tuple[nn.Module, InputSpec]:
     teacher = AutoModelForImageClassification.from_pretrained(path)
     if getattr(teacher.config, "calibration_temperature", 1.0) != 1.0:
         # Distillation (tau, alpha) is defined on the teacher's raw logits; a calibrated teacher serves scaled ones.

@@ -35,6 +35,7 @@ from .arguments import DataArguments, ModelArguments, configure_logging, parse_t
 from .builders import build_student, build_teacher, load_trained_teacher
 from .harness import distinct_images, save_and_evaluate, seed_everything, train_model, training_summary
 from .teacher import FrozenTeacher, TeacherInputAdapter, mixed_precision_dtype
+from .teacher_ensemble import teacher_paths
 from .trainer_flags import check_trainer_flags
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         datasets, fold = cross_validation_split(datasets, data_args.cv_folds, data_args.fold,
                                                 seed=data_args.subset_seed, pool=data_args.cv_pool, report=report)
         if model_args.stage == "distill":  # a teacher that saw the held-out fold would leak it
-            check_teacher_fold(model_args.teacher_name_or_path, fold, allow_leakage=data_args.allow_leakage)
+            for teacher in teacher_paths(model_args.teacher_name_or_path):  # every member of an ensemble
+                check_teacher_fold(teacher, fold, allow_leakage=data_args.allow_leakage)
     if data_args.eval_split not in datasets:
         raise ValueError(f"evaluation split {data_args.eval_split!r} not found; splits: {list(datasets)}")
 
