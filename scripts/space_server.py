@@ -22,8 +22,8 @@ def space_client(url: str):
     """A `gradio_client.Client` for the app at `url`, without downloading output files.
 
     Over plain HTTP (the loopback app) TLS never happens, so certificate verification is switched off: with it on,
-    httpx loads the CA bundle into a new SSL context for every request gradio_client sends (≈ 0.1 s of CPU each,
-    two thirds of the load generator's CPU in a profile), which on a 2-core machine is taken from the app under test.
+    httpx loads the CA bundle into a new SSL context for every request gradio_client sends (two thirds of the load
+    generator's CPU in a profile, docs/RESULTS.md), which on a 2-core machine is taken from the app under test.
     """
     from gradio_client import Client
 

@@ -62,7 +62,8 @@ TOP_K = 3
 DEFAULT_MAX_FILE_SIZE = "50mb"  # a 4096x4096 16-bit uncompressed DICOM is 32 MB
 # Several requests in progress let uploads, decoding and PNG encoding of one overlap the forward pass of others, and
 # the forwards of concurrent requests run as one batch (hf_deitcxr/serving/micro_batch.py); docs/RESULTS.md has the
-# load test. Decoding is bounded by the cores, so concurrent large files cannot multiply the peak memory.
+# load test and the memory it costs. At most as many uploads are decoded at once as there are cores: the peak
+# memory grows with the cores, not with the clients.
 DEFAULT_CONCURRENCY = 8
 DEFAULT_MAX_BATCH_SIZE = 8
 # (every, older than) seconds: Gradio deletes uploads and outputs older than 10 min, checking every 5 min, so they

@@ -41,7 +41,7 @@ class ChestXrayPredictor:
     Safe to call from several threads at once (the Space's concurrent requests). With `max_batch_size` > 1 the
     student's and the teacher's forward passes of concurrent requests are batched (`micro_batch.py`); each request
     still decodes, checks and colours its own image, and gets its own errors. `decode_slots` bounds how many uploads
-    are decoded and checked at the same time, so that concurrent large files cannot multiply the peak memory (None:
+    are decoded and checked at the same time, so that the peak memory of concurrent large files is bounded (None:
     no bound).
     """
 

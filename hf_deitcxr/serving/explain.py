@@ -36,8 +36,8 @@ def attention_rollout(
     batch, _, tokens, _ = first.shape
     if tokens != num_prefix_tokens + grid[0] * grid[1]:
         raise ValueError(f"{tokens} tokens do not match {num_prefix_tokens} prefix tokens + a {grid} patch grid")
-    # numpy, not torch: each of torch's small operations here woke the intra-op thread pool, and the rollout took
-    # ≈ 2 ms at 2 threads against ≈ 0.25 ms in numpy (same values within float rounding)
+    # numpy, not torch: each of torch's small operations here woke the intra-op thread pool, which cost several
+    # times the arithmetic (same values within float rounding; docs/RESULTS.md, "The Space under load")
     maps = np.stack([layer.detach().to("cpu", torch.float32).numpy().mean(axis=1) for layer in attentions])
     identity = np.eye(tokens, dtype=np.float32)
     # all layers' head-averaged, residual-mixed, renormalised maps at once: (layers, batch, tokens, tokens)

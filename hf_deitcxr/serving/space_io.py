@@ -1,9 +1,10 @@
 """The Space's plumbing that needs no Gradio: settings read from the environment, and images that encode fast.
 
 `fast_png`: Gradio writes every image output to its cache as a PNG at Pillow's default zlib level 6, which took
-≈ 20 ms for a 224 px heatmap overlay, more than the student's forward pass. Level 1 took ≈ 3 ms for a file about as
-large, with the same pixels (PNG is lossless). Pillow reads save options from the image's `encoderinfo` (documented
-in `Image.save`), so the level travels with the image through Gradio's own `Image.save` call.
+longer for one heatmap overlay than the student's forward pass; level 1 is several times faster for a file about as
+large, with the same pixels (PNG is lossless; docs/RESULTS.md, "The Space under load"). Pillow reads save options
+from the image's `encoderinfo` (documented in `Image.save`), so the level travels with the image through Gradio's own
+`Image.save` call.
 """
 
 from __future__ import annotations
