@@ -39,11 +39,10 @@ from transformers import HfArgumentParser, pipeline
 
 import hf_deitcxr  # noqa: F401 - registers the model classes for pipeline()
 from hf_deitcxr.data.dicom import read_radiograph
+from hf_deitcxr.experiments.hardware import cpu_flags, cpu_has_native_bf16
 from hf_deitcxr.experiments.timing import time_interleaved
 from hf_deitcxr.serving import ChestXrayPredictor, RadiographCheck, RadiographClassifier, decode_upload
 from hf_deitcxr.serving.explain import attention_rollout, overlay
-from hf_deitcxr.serving.forward_choice import cpu_has_native_bf16
-from hf_deitcxr.serving.predictor import cpu_has_amx_bf16
 
 SAMPLE = Path(hf_deitcxr.__file__).parent / "sample_data" / "cxr3_sample" / "train"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -171,7 +170,7 @@ def main() -> None:
     base95 = percentile(times[BASELINE], 95)
     print(f"\nmodel {args.model_name_or_path}; {len(accepted)} images from {files[0].parents[1]}; batch 1; "
           f"torch.set_num_threads({args.threads}); {args.iterations} interleaved rounds after {args.warmup} warm-up; "
-          f"CPU has AMX-BF16: {cpu_has_amx_bf16()}, native bf16 (AVX512-BF16 or AMX): {cpu_has_native_bf16()}; "
+          f"CPU has AMX-BF16: {'amx_bf16' in cpu_flags()}, native bf16 (AVX512-BF16 or AMX): {cpu_has_native_bf16()}; "
           f"the Space's start-up choice here: {auto.name} (median ms on its probe: "
           f"{', '.join(f'{k} {v:.2f}' for k, v in auto.median_ms.items()) or 'not timed'})\n")
     print("| variant | p50 ms | p95 ms | pipeline p50 / this p50 | pipeline p95 / this p95 |")

@@ -21,8 +21,8 @@ from transformers import HfArgumentParser
 
 import hf_deitcxr  # noqa: F401 - registers the model classes
 from hf_deitcxr.data.dicom import read_radiograph
+from hf_deitcxr.experiments.hardware import cpu_has_native_bf16
 from hf_deitcxr.serving import RadiographClassifier
-from hf_deitcxr.serving.forward_choice import cpu_has_native_bf16
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
 TOLERANCE = 1e-4

@@ -39,6 +39,11 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16: bf16 matrix products in hardware (elsewhere bf16 is emulated and slower than fp32)."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
 def _cpuinfo() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()
@@ -46,4 +51,4 @@ def _cpuinfo() -> str:
         return ""
 
 
-__all__ = ["FLAGS_OF_INTEREST", "cpu_description", "cpu_flags"]
+__all__ = ["FLAGS_OF_INTEREST", "cpu_description", "cpu_flags", "cpu_has_native_bf16"]

@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 
 from ..data.cross_validation import DEFAULT_CV_POOL
 from ..training.arguments import DEFAULTS, DataArguments, ModelArguments
-from .hardware import cpu_flags
+from .hardware import cpu_has_native_bf16
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def stage_arguments(
         output_dir=str(Path(output_dir)),
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=64,
-        bf16=torch.cuda.is_bf16_supported() if on_gpu else cpu_has_bf16(),
+        bf16=torch.cuda.is_bf16_supported() if on_gpu else cpu_has_native_bf16(),
         use_cpu=not on_gpu,
         seed=seed,
         disable_tqdm=not progress_bars,
@@ -163,8 +163,3 @@ def stage_arguments(
         **training,
     )
     return model_args, data_args, training_args
-
-
-def cpu_has_bf16() -> bool:
-    """bf16 autocast only where the CPU has native bf16 (AVX512-BF16/AMX); elsewhere it is slower than fp32."""
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})

@@ -21,12 +21,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..experiments import hardware
 from .fast_deit import FusedDeiT
 from .onnx_deit import OnnxDeiT
 
@@ -44,22 +43,6 @@ class ForwardChoice:
     dtype: torch.dtype  # of the weights and the input the forward takes
     name: str  # "torch fp32", "onnxruntime fp32", "torch bf16", or "transformers <precision>"
     median_ms: dict[str, float] = field(default_factory=dict)  # each timed candidate on the probe; empty if none
-
-
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX-BF16: bf16 matrix products in hardware, so a bf16 forward may pay (it is timed)."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def resolve_forward(forward: str | None) -> str:
@@ -84,7 +67,7 @@ def choose_forward(
     forward, in bf16 only with `precision="bf16"` or, on "auto", on CPUs with AMX, as before)."""
     forward = resolve_forward(forward)
     if fused is None or forward == "torch":  # no timing: the previous rule, bf16 only if asked or, on auto, with AMX
-        bf16 = precision == "bf16" or (precision == "auto" and "amx_bf16" in cpu_flags())
+        bf16 = precision == "bf16" or (precision == "auto" and "amx_bf16" in hardware.cpu_flags())
         if fused is None:
             return ForwardChoice(None, torch.bfloat16 if bf16 else torch.float32,
                                  f"transformers {'bf16' if bf16 else 'fp32'}")
@@ -105,7 +88,7 @@ def choose_forward(
     candidates: dict[str, tuple[Forward, torch.dtype]] = {TORCH_FP32: (fused, torch.float32)}
     if onnx is not None:
         candidates[ONNX_FP32] = (onnx, torch.float32)
-    if precision == "auto" and cpu_has_native_bf16():
+    if precision == "auto" and hardware.cpu_has_native_bf16():
         bf16 = _bf16_copy(model)
         if bf16 is not None and _same_labels(bf16, fused, probes):
             candidates[TORCH_BF16] = (bf16, torch.bfloat16)
@@ -179,8 +162,6 @@ __all__ = [
     "FORWARD_ENV",
     "ForwardChoice",
     "choose_forward",
-    "cpu_flags",
-    "cpu_has_native_bf16",
     "resolve_forward",
     "time_candidates",
 ]

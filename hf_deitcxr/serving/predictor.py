@@ -6,8 +6,8 @@
   image to RGB first and without the processor's per-call validation and copies);
 - for DeiT models, a fused forward (`fast_deit.py`: the same arithmetic in fewer, larger operations), checked
   against the model's own forward on a probe input at load;
-- `torch.inference_mode`, optional bf16 weights (`precision="auto"` uses them only on CPUs with AMX, where they
-  pay; `scripts/bench_space.py` reports their speed and the fp32/bf16 agreement);
+- `torch.inference_mode`; the forward that serves (fused PyTorch fp32, ONNX Runtime, or bf16 where the CPU has
+  native bf16) checked and timed at start-up by `forward_choice.py` (`scripts/bench_space.py` reports each);
 - the heatmap comes from the same forward pass (`explain.py`): the fused forward returns the attention maps (without
   it, DeiT models are loaded with eager attention so that they can); a DenseNet's last feature map is caught by a
   forward hook.
@@ -22,8 +22,6 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,20 +49,6 @@ class Prediction:
     @property
     def label(self) -> str:
         return next(iter(self.probabilities))
-
-
-@lru_cache(maxsize=1)
-def cpu_has_amx_bf16() -> bool:
-    """True on x86 CPUs with AMX-BF16 tiles (Linux /proc/cpuinfo), where bf16 matmuls are several times faster.
-
-    AVX512-BF16 alone is not enough: there, bf16 weights made DeiT-tiny at batch 1 slower than fp32
-    (scripts/bench_space.py), so `precision="auto"` keeps fp32 on such CPUs.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags
 
 
 def heatmap_kind(model: nn.Module) -> str | None:
@@ -277,6 +261,5 @@ def _checked_fused_forward(model: nn.Module, size: int, with_attentions: bool) -
 __all__ = [
     "Prediction",
     "RadiographClassifier",
-    "cpu_has_amx_bf16",
     "heatmap_kind",
 ]

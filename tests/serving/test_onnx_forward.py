@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from hf_deitcxr import DeiTCXRConfig, DeiTCXRForImageClassificationWithTeacher
+from hf_deitcxr.experiments import hardware
 from hf_deitcxr.serving import RadiographClassifier, onnx_deit
 from hf_deitcxr.serving import forward_choice as choice_module
 from hf_deitcxr.serving.fast_deit import FusedDeiT
@@ -107,7 +108,7 @@ def test_onnx_forward_that_differs_is_not_used(cache, monkeypatch):
 def test_choice_respects_the_override_and_picks_the_fastest(cache, monkeypatch):
     model = make_student()
     fused = FusedDeiT.from_model(model)
-    monkeypatch.setattr(choice_module, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"avx512_bf16"})
     assert choose_forward(model, fused, forward="onnx", cache_dir=cache).name == "onnxruntime fp32"
     assert choose_forward(model, fused, forward="torch", cache_dir=cache).name == "torch fp32"  # no AMX: fp32
     bf16 = choose_forward(model, fused, precision="bf16", forward="auto", cache_dir=cache)
