@@ -154,7 +154,8 @@ def load_classifier(model: str, device: str = "cpu", precision: str = "fp32", ex
     if not path.is_dir() and not _HUB_ID.match(model):
         raise BatchPredictionError(f"model {model}: no such folder")
     try:
-        # the fused forward is batch-1 (the Space's), so it is not built here
+        # the model's own forward: the Space's start-up choice (fused / ONNX / bf16, checked and timed at load) is
+        # for single requests on the CPU, and this runs batches, on --device
         classifier = RadiographClassifier.from_pretrained(path if path.is_dir() else model, precision=precision,
                                                           explain=explain, fused=False)
     except (OSError, ValueError) as err:  # e.g. a Hub id that does not exist or cannot be reached

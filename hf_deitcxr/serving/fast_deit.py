@@ -89,6 +89,11 @@ class FusedDeiT:
             )
         )
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image at the model size."""
+        return self.num_channels, self.grid[0] * self.patch, self.grid[1] * self.patch
+
     def to(self, dtype: torch.dtype) -> FusedDeiT:
         self.prefix, self.patch_position, self.patch_weight = (
             t.to(dtype) for t in (self.prefix, self.patch_position, self.patch_weight)
@@ -103,7 +108,7 @@ class FusedDeiT:
     def __call__(
         self, pixel_values: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        expected = (self.num_channels, self.grid[0] * self.patch, self.grid[1] * self.patch)
+        expected = self.input_shape
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected or not len(pixel_values):
             raise ValueError(f"expected pixel_values of shape (batch, {', '.join(map(str, expected))}) at the model "
                              f"size, got {tuple(pixel_values.shape)}")

@@ -123,7 +123,7 @@ def time_candidates(
 
 
 def _probes(fused: FusedDeiT, count: int = 3) -> list[torch.Tensor]:
-    shape = (1, fused.num_channels, fused.grid[0] * fused.patch, fused.grid[1] * fused.patch)
+    shape = (1, *fused.input_shape)
     return [torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for seed in range(count)]
 
 

@@ -71,10 +71,9 @@ class OnnxDeiT:
         except ImportError:
             logger.warning("onnxruntime is not installed (pip install 'hf-deitcxr[onnx]'): no ONNX Runtime forward")
             return None
-        shape = (fused.num_channels, fused.grid[0] * fused.patch, fused.grid[1] * fused.patch)
         try:
             path = cached_graph(fused, model, cache_dir)
-            return cls(make_session(path, threads), *shape)
+            return cls(make_session(path, threads), *fused.input_shape)
         except Exception as err:  # noqa: BLE001 - the exporter and ORT raise many kinds; any of them means fallback
             logger.warning("ONNX export of the DeiT forward failed (%s: %s): keeping the PyTorch forward",
                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
@@ -126,7 +125,7 @@ def cached_graph(fused: FusedDeiT, model: nn.Module, cache_dir: str | os.PathLik
 
 def export_graph(fused: FusedDeiT, path: Path) -> None:
     """Export the fused forward (fp32, batch 1, attention maps as outputs) to `path`, atomically."""
-    probe = torch.zeros(1, fused.num_channels, fused.grid[0] * fused.patch, fused.grid[1] * fused.patch)
+    probe = torch.zeros(1, *fused.input_shape)
     layers = len(fused.layers)
     with torch.no_grad(), _quiet("onnx_ir", "onnxscript"):
         program = torch.onnx.export(
