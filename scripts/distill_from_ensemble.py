@@ -31,14 +31,21 @@ class EnsembleArguments:
 
 def teacher_scores(teachers: list[str], dataset: str, split: str) -> dict:
     """Each member's and the ensemble's (mean logits) accuracy / macro-F1 with patient-bootstrap intervals."""
-    import torch
+    import tempfile
 
-    from hf_deitcxr.evaluation import load_model_on_split, predict_logits
+    import torch
+    from transformers import AutoConfig
+
+    from hf_deitcxr.data import load_radiograph_dataset
+    from hf_deitcxr.evaluation import model_on_split, predict_logits
     from hf_deitcxr.metrics.intervals import bootstrap_intervals
 
+    config = AutoConfig.from_pretrained(teachers[0])  # the members share classes (the ensemble checks it)
+    data = load_radiograph_dataset(dataset, class_names=[config.id2label[i] for i in range(config.num_labels)])[split]
+    cache = tempfile.mkdtemp(prefix="ensemble_pixels_")  # the split is decoded once, for every member
     logits, scores = [], {}
     for path in teachers:
-        loaded = load_model_on_split(path, dataset, split)
+        loaded = model_on_split(path, data, cache_dir=cache)
         logits.append(predict_logits(loaded.model, loaded.data, loaded.collator(), batch_size=64))
         labels, names = loaded.data.labels.numpy(), loaded.label_names
         patients = loaded.data.extras.get("patient_id")
