@@ -61,7 +61,8 @@ def heatmap_kind(model: nn.Module) -> str | None:
 
 
 class RadiographClassifier:
-    """One image-classification model with its input convention, ready for batch-1 predictions on grey images.
+    """One image-classification model with its input convention, ready for single and batched predictions on grey
+    images.
 
     forward: "auto" (default, or `$HF_DEITCXR_FORWARD`) times the checked DeiT forwards on this CPU at load and keeps
     the fastest (`forward_choice.py`: fused PyTorch fp32, ONNX Runtime, PyTorch bf16 on CPUs with native bf16);
