@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..metrics.intervals import DEFAULT_NUM_RESAMPLES
+from .inference import PRECISIONS
 from .measures import AGREEMENT_THRESHOLD
 from .probes import DEFAULT_FOLDS
 
@@ -26,6 +27,9 @@ class AuditArguments:
     num_folds: int = field(default=DEFAULT_FOLDS, metadata={"help": "GroupKFold folds of the source probe"})
     agreement_threshold: float = field(default=AGREEMENT_THRESHOLD, metadata={
         "help": "Flag a perturbation when agreement on a source falls below this"})
+    precision: str = field(default="auto", metadata={
+        "help": "The forward's precision; auto: bf16 where training would use bf16 (CUDA with bf16, or a CPU with "
+                "native bf16), else fp32", "choices": list(PRECISIONS)})
 
 
 def audit_main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +45,7 @@ def audit_main(argv: Sequence[str] | None = None) -> int:
     result = run_audit(args.model_name_or_path, args.dataset, args.split, args.output_dir,
                        batch_size=args.batch_size, image_size=args.image_size, seed=args.seed,
                        num_resamples=args.num_resamples, num_folds=args.num_folds,
-                       agreement_threshold=args.agreement_threshold)
+                       agreement_threshold=args.agreement_threshold, precision=args.precision)
     print("\n".join(f"flag: {flag}" for flag in result.flags) or "no flags")
     print(f"wrote {', '.join(str(path) for path in result.files)} "
           f"({result.audit['timings']['total_s']:.0f} s)")

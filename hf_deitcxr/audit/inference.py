@@ -76,10 +76,13 @@ def predict_grey(
     transform: GreyTransform | None = None,
     batch_size: int = 64,
     with_embeddings: bool = False,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Predictions:
     """Run `model` on uint8 grey images (each optionally changed by `transform` first), in batches.
 
     Every batch goes through `processor(images=..., return_tensors="pt")`, the preprocessing saved with the model.
+    `autocast_dtype` (e.g. torch.bfloat16) runs the forward under autocast, as a mixed-precision run trained and
+    evaluated it; probabilities and embeddings come back in float32 either way.
     """
     captured: list[torch.Tensor] = []
     hook = None
@@ -98,7 +101,9 @@ def predict_grey(
                 batch = [transform(grey) for grey in batch]
             pixel_values = processor(images=[Image.fromarray(grey, mode="L") for grey in batch],
                                      return_tensors="pt")["pixel_values"]
-            chunks.append(model(pixel_values=pixel_values).logits.float().softmax(dim=-1))
+            with torch.autocast(model.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = model(pixel_values=pixel_values).logits
+            chunks.append(logits.float().softmax(dim=-1))
     finally:
         if hook is not None:
             hook.remove()
@@ -115,4 +120,20 @@ def _grey_array(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-__all__ = ["Predictions", "embedding_kind", "load_classifier", "pooled_embedding", "predict_grey", "prefix_tokens"]
+def autocast_dtype_for(precision: str) -> torch.dtype | None:
+    """The forward's autocast dtype for `precision`: "fp32" (None), "bf16", or "auto": bf16 where training would use
+    it (a CUDA GPU with bf16, or a CPU with native bf16 instructions, the recipe's rule), else fp32."""
+    from ..experiments.hardware import cpu_has_native_bf16
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        native = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_native_bf16()
+        precision = "bf16" if native else "fp32"
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+__all__ = ["PRECISIONS", "Predictions", "autocast_dtype_for", "embedding_kind", "load_classifier", "pooled_embedding",
+           "predict_grey", "prefix_tokens"]

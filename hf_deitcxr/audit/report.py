@@ -32,7 +32,8 @@ def audit_markdown(audit: dict[str, Any]) -> str:
     """The full report: flags, confounding table, per-source metrics, perturbation agreement, source probe."""
     lines = [f"# Shortcut audit: `{Path(audit['model']).name}` on the {audit['split']} split",
              "", f"{audit['num_images']} images, seed {audit['seed']}, images perturbed at {audit['image_size']} px "
-             f"8-bit grey, then the model's own image processor ({preprocessing_text(audit)}).", "", "## Flags", ""]
+             f"8-bit grey, then the model's own image processor ({preprocessing_text(audit)}); forward in "
+             f"{audit.get('precision', 'fp32')}.", "", "## Flags", ""]
     lines += [f"- {flag}" for flag in audit["flags"]] or ["- none"]
     lines += ["", "## Class x source counts", "", confounding_markdown(audit["confounding"]), "",
               "## Metrics per source and per (source, class), patient-clustered bootstrap 95 % intervals", "",

@@ -15,7 +15,7 @@ from ..data import load_radiograph_dataset
 from ..data.image_cache import CachedImageDataset
 from ..metrics.intervals import DEFAULT_NUM_RESAMPLES, bootstrap_intervals
 from ..models.deit_cxr.image_processing_deit_cxr import GreyPreprocessing
-from .inference import embedding_kind, load_classifier, predict_grey
+from .inference import autocast_dtype_for, embedding_kind, load_classifier, predict_grey
 from .measures import AGREEMENT_THRESHOLD, agreement_by_source, group_metrics
 from .perturbations import Perturbation, default_perturbations
 from .probes import DEFAULT_FOLDS, confounding_table, source_probe, within_class_source_probes
@@ -55,14 +55,17 @@ def run_audit(
     num_folds: int = DEFAULT_FOLDS,
     agreement_threshold: float = AGREEMENT_THRESHOLD,
     perturbations: Sequence[Perturbation] | None = None,
+    precision: str = "fp32",
 ) -> AuditResult:
     """Audit the classifier saved at `model_path` on `split` of `dataset` for source shortcuts.
 
     Images are decoded to 8-bit grey at `image_size` px (cxr3's stored size), perturbed there, and passed through
     the model's own image processor. Writes `audit.json`, `audit.md` and PNGs to `output_dir` (default: the model
-    folder). Seeded by `seed` (bootstrap, probe folds, torch).
+    folder). Seeded by `seed` (bootstrap, probe folds, torch). `precision` ("fp32", "bf16", "auto") is the forward's:
+    "auto" is bf16 where the training recipe would train in bf16, as its evaluation then ran (the CLI's default).
     """
     torch.manual_seed(seed)
+    autocast_dtype = autocast_dtype_for(precision)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     model, processor, label_names = load_classifier(model_path)
@@ -73,7 +76,8 @@ def run_audit(
     timings["load_s"] = time.perf_counter() - start
 
     tick = time.perf_counter()
-    clean = predict_grey(model, processor, data.pixels, batch_size=batch_size, with_embeddings=True)
+    clean = predict_grey(model, processor, data.pixels, batch_size=batch_size, with_embeddings=True,
+                         autocast_dtype=autocast_dtype)
     overall = bootstrap_intervals(clean.probabilities, labels, label_names, patient_ids=patients, seed=seed,
                                   num_resamples=num_resamples)
     groups = group_metrics(clean.probabilities, labels, label_names, sources, patients, seed=seed,
@@ -83,7 +87,8 @@ def run_audit(
     tick = time.perf_counter()
     perturbation_results = {}
     for perturbation in perturbations if perturbations is not None else default_perturbations():
-        predicted = predict_grey(model, processor, data.pixels, perturbation.apply, batch_size=batch_size).predicted
+        predicted = predict_grey(model, processor, data.pixels, perturbation.apply, batch_size=batch_size,
+                                 autocast_dtype=autocast_dtype).predicted
         perturbation_results[perturbation.name] = {
             "description": perturbation.description,
             "per_source": agreement_by_source(clean.predicted, predicted, labels, sources, agreement_threshold),
@@ -102,6 +107,7 @@ def run_audit(
     audit = {
         "model": str(model_path), "model_type": str(model.config.model_type), "dataset": str(dataset),
         "split": split, "seed": int(seed), "image_size": int(image_size), "num_images": int(len(labels)),
+        "precision": "bf16" if autocast_dtype is torch.bfloat16 else "fp32",
         "label_names": list(label_names), "agreement_threshold": float(agreement_threshold),
         "preprocessing": GreyPreprocessing.from_processor(processor).to_dict(),
         "embedding": {"dim": int(clean.embeddings.shape[1]), "kind": embedding_kind(model)},

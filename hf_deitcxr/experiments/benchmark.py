@@ -141,8 +141,8 @@ def summary_markdown(results: Sequence[dict], args: BenchmarkArguments) -> str:
     evaluation = ("evaluation on the full validation split." if args.cv_folds is None else
                   f"evaluation on each held-out fold of a {args.cv_folds}-fold patient-grouped, class-stratified "
                   f"cross-validation of {args.cv_pool} (folds seeded by the seed; N drawn from each fold's rest).")
-    budget = (f"Budget: {args.images_seen} training images seen per run, {args.image_size} px (student patch "
-              f"{args.patch_size}), {evaluation}")
+    budget = (f"Budget: {args.images_seen} training images seen per run, {args.input_sizes_note()}, "
+              f"{evaluation}")
     lines = [budget, interval_note(results), ""]
     if args.cv_folds is not None:
         lines += ["### Cross-validation: mean ± sd over the folds", "", "Sample sd over the folds of one seed "

@@ -58,7 +58,10 @@ class BenchmarkArguments:
                                 "--images_seen per (N, seed, method)"})
     teacher_images_seen: int = field(
         default=4800, metadata={"help": "With --budgets: the budget of the teacher the distilled students learn from"})
-    image_size: int = field(default=CPU_RECIPE.image_size)
+    image_size: int = field(default=CPU_RECIPE.image_size, metadata={"help": "The students' input size"})
+    teacher_image_size: int | None = field(
+        default=CPU_RECIPE.teacher_image_size, metadata={"help": "The teachers' input size (default: the recipe's; "
+                                                                  "none given: --image_size)"})
     patch_size: int = field(default=CPU_RECIPE.patch_size, metadata={"help": "Student patch size"})
     balancing: str = field(default=CPU_RECIPE.balancing, metadata={"help": "Class balancing of every run"})
     distillation_alpha: float = field(default=CPU_RECIPE.distillation_alpha)
@@ -117,9 +120,16 @@ class BenchmarkArguments:
     def seed_list(self) -> list[int]:
         return [int(s) for s in self.seeds.split(",") if s.strip()]
 
+    def input_sizes_note(self) -> str:
+        """The runs' input sizes for a summary, e.g. "64 px (student patch 8; teachers at 96 px)"."""
+        teacher = self.recipe().image_size_for("teacher")
+        teacher_note = f"; teachers at {teacher} px" if teacher != self.image_size else ""
+        return f"{self.image_size} px (student patch {self.patch_size}{teacher_note})"
+
     def recipe(self) -> Recipe:
         return CPU_RECIPE.with_overrides(
-            image_size=self.image_size, patch_size=self.patch_size, balancing=self.balancing,
+            image_size=self.image_size, teacher_image_size=self.teacher_image_size, patch_size=self.patch_size,
+            balancing=self.balancing,
             distillation_alpha=self.distillation_alpha, distillation_tau=self.distillation_tau,
         )
 
@@ -127,6 +137,7 @@ class BenchmarkArguments:
 def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall: float, recipe: Recipe,
                latency_repeats: int = 30) -> dict:
     overall, extra = report["overall"], report.get("extra", {})
+    image_size = recipe.image_size_for(METHODS[method][0])
     return {
         "method": method, "train_size": str(size), "seed": seed,
         "num_train_images": extra.get("num_train_images"),
@@ -138,8 +149,8 @@ def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall
         "teacher_logits_s": round(sum(extra.get(key) or 0.0 for key in TEACHER_LOGIT_TIMINGS), 1),
         "train_images_per_s": extra.get("train_samples_per_second"),
         "parameters": count_parameters(model_dir),
-        "latency_ms_batch1": cpu_latency_ms(model_dir, recipe.image_size, repeats=latency_repeats),
-        "image_size": recipe.image_size, "intervals": row_intervals(report), **fold_fields(extra),
+        "latency_ms_batch1": cpu_latency_ms(model_dir, image_size, repeats=latency_repeats),
+        "image_size": image_size, "intervals": row_intervals(report), **fold_fields(extra),
     }
 
 

@@ -72,8 +72,9 @@ class GpuBenchmarkArguments:
         self.recipe()  # validates the overrides early
 
     def recipe(self) -> Recipe:
-        return CPU_RECIPE.with_overrides(image_size=self.image_size, patch_size=self.patch_size,
-                                         **parse_overrides(self.overrides))
+        # the teacher at the student's size, as in the paper, unless an override sets `teacher_image_size`
+        return CPU_RECIPE.with_overrides(**{"image_size": self.image_size, "teacher_image_size": None,
+                                            "patch_size": self.patch_size, **parse_overrides(self.overrides)})
 
 
 class StepTimer(TrainerCallback):
@@ -140,9 +141,9 @@ def teacher_forward_flops(image_size: int, batch: int, seed: int = 0) -> int:
 def training_flops_per_image(stage: str, recipe: Recipe, teacher_forward_per_step: bool, batch: int = 2) -> float:
     """Model FLOPs of one training image: forward + backward of the trained model, plus the frozen teacher's forward
     when a distillation step runs it (not with the logit cache)."""
-    flops = training_step_flops(stage, recipe.image_size, recipe.patch_size, batch)
+    flops = training_step_flops(stage, recipe.image_size_for(stage), recipe.patch_size, batch)
     if stage == "distill" and teacher_forward_per_step:
-        flops += teacher_forward_flops(recipe.image_size, batch)
+        flops += teacher_forward_flops(recipe.image_size_for("teacher"), batch)
     return flops / batch
 
 

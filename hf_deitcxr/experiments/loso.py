@@ -47,7 +47,7 @@ class LosoArguments:
     max_steps: int = field(default=DEFAULT_MAX_STEPS, metadata={"help": "Teacher optimiser steps per run (the "
                                                                         "budget; same for every run)"})
     batch_size: int = field(default=CPU_RECIPE.teacher_batch_size, metadata={"help": "Teacher batch size"})
-    image_size: int = field(default=CPU_RECIPE.image_size)
+    image_size: int = field(default=CPU_RECIPE.image_size_for("teacher"), metadata={"help": "The teachers' input size"})
     balancing: str = field(default=CPU_RECIPE.balancing, metadata={"help": "Class balancing of every run",
                                                                    "choices": list(BALANCING)})
     holdout_sources: str | None = field(default=None, metadata={
@@ -116,7 +116,7 @@ def run_loso(args: LosoArguments) -> dict[str, Any]:
     if missing:
         raise ValueError(f"held-out source(s) {missing} have no {args.eval_split} images to test on")
 
-    recipe = CPU_RECIPE.with_overrides(image_size=args.image_size, balancing=args.balancing,
+    recipe = CPU_RECIPE.with_overrides(teacher_image_size=args.image_size, balancing=args.balancing,
                                        teacher_batch_size=args.batch_size,
                                        intensity_normalization=args.intensity_normalization,
                                        remove_border=args.remove_border, acquisition_augment=args.acquisition_augment,

@@ -42,7 +42,8 @@ def run_quickstart(dataset: str | None = None, output_dir: str = "outputs/quicks
     is_full = True
     if dataset is None:
         dataset, is_full = default_dataset()
-    recipe = CPU_RECIPE.with_overrides(image_size=image_size) if image_size else CPU_RECIPE
+    # a chosen size is both stages' (the paper's setting), not the CPU recipe's larger teacher input
+    recipe = CPU_RECIPE.with_overrides(image_size=image_size, teacher_image_size=None) if image_size else CPU_RECIPE
     root = Path(output_dir)
     timings, reports = {}, {}
     for stage in ("teacher", "distill"):
@@ -59,11 +60,13 @@ def run_quickstart(dataset: str | None = None, output_dir: str = "outputs/quicks
     student_dir = root / "distill"
     if audit:
         start = time.perf_counter()
-        result = run_audit(str(student_dir), dataset, seed=seed)
+        # the forward in the precision the student was trained and evaluated in (bf16 on CPUs with native bf16)
+        result = run_audit(str(student_dir), dataset, seed=seed, precision="auto")
         timings["audit"] = round(time.perf_counter() - start, 1)
         print(f"[quickstart] audit: {timings['audit']} s, {len(result.flags)} flag(s); {student_dir / 'audit.md'}")
     write_model_card(student_dir)
-    summary = {"dataset": dataset, "image_size": recipe.image_size, "patch_size": recipe.patch_size, "seed": seed,
+    summary = {"dataset": dataset, "image_size": recipe.image_size,
+               "teacher_image_size": recipe.image_size_for("teacher"), "patch_size": recipe.patch_size, "seed": seed,
                "seconds": timings}
     (root / "quickstart.json").write_text(json.dumps(summary, indent=2))
     print(f"[quickstart] Hub-ready student: {student_dir}")

@@ -29,6 +29,10 @@ class Recipe:
     # student step (scripts/bench_training_speed.py); 224 / 16 on a GPU.
     image_size: int = 64
     patch_size: int = 8
+    # The teacher's own input size (None: `image_size`); a distilled student's pixels reach a larger teacher resized by
+    # `TeacherInputAdapter`. A larger teacher input taught the 64-px student more at the same teacher macro-F1
+    # (docs/RESULTS.md "Small-data ViT" 5 and "A stronger teacher for the quickstart").
+    teacher_image_size: int | None = None
     batch_size: int = 32
     teacher_learning_rate: float = 1e-3
     student_learning_rate: float = 5e-4
@@ -67,6 +71,11 @@ class Recipe:
     # ViT"); the teacher stage ignores both.
     shifted_patch_tokenization: bool = True
     locality_self_attention: bool = False
+
+    def image_size_for(self, stage: str) -> int:
+        if stage == "teacher" and self.teacher_image_size is not None:
+            return self.teacher_image_size
+        return self.image_size
 
     def batch_size_for(self, stage: str) -> int:
         return self.teacher_batch_size if stage == "teacher" else self.batch_size
@@ -124,7 +133,7 @@ def stage_arguments(
         raise ValueError(f"eval_every_images must be positive, got {eval_every_images}")
     student = stage != "teacher"  # the distill and baseline stages train the DeiT student
     model_args = ModelArguments(
-        stage=stage, image_size=recipe.image_size, patch_size=recipe.patch_size, student_preset="deit-tiny",
+        stage=stage, image_size=recipe.image_size_for(stage), patch_size=recipe.patch_size, student_preset="deit-tiny",
         distillation_type=recipe.distillation_type, distillation_alpha=recipe.distillation_alpha,
         distillation_tau=recipe.distillation_tau, drop_path_rate=recipe.drop_path_rate,
         teacher_name_or_path=str(teacher_dir) if stage == "distill" and teacher_dir else None,

@@ -203,7 +203,7 @@ def time_to_accuracy_markdown(rows: Sequence[dict], args: BenchmarkArguments) ->
     sizes = sorted({r["train_size"] for r in rows}, key=size_key)
     lines = [
         f"Time to accuracy on {args.dataset}: each row is a full run of that many training images seen (its own "
-        f"cosine schedule), {args.image_size} px (student patch {args.patch_size}), evaluated on the full "
+        f"cosine schedule), {args.input_sizes_note()}, evaluated on the full "
         "validation split; seeds pooled as mean [min–max].",
         f"CPU: {describe_cpus(rows)}.",
         "train min: the Trainer's training loop, plus a cached distillation's teacher-logit pass (mean over seeds). "

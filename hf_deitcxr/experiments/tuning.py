@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+import types
+import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..training.arguments import STAGES, configure_logging
@@ -62,20 +64,29 @@ class TuneArguments:
 
 
 def parse_overrides(text: str) -> dict:
-    """'a=1,b=false' -> {'a': 1, 'b': False}, each value cast to the type of its `Recipe` field."""
-    types = {f.name: type(getattr(CPU_RECIPE, f.name)) for f in fields(Recipe)}
+    """'a=1,b=false' -> {'a': 1, 'b': False}, each value cast to the type of its `Recipe` field ('none' where the
+    field may be None)."""
+    hints = typing.get_type_hints(Recipe)
     overrides = {}
     for item in (part.strip() for part in text.split(",") if part.strip()):
         key, sep, value = (s.strip() for s in item.partition("="))
         if not sep or not value:
             raise ValueError(f"override {item!r} is not field=value")
-        if key not in types:
-            raise ValueError(f"unknown recipe field {key!r}; fields: {sorted(types)}")
-        overrides[key] = _cast(key, value, types[key])
+        if key not in hints:
+            raise ValueError(f"unknown recipe field {key!r}; fields: {sorted(hints)}")
+        overrides[key] = _cast(key, value, hints[key])
     return overrides
 
 
-def _cast(key: str, value: str, kind: type):
+def _cast(key: str, value: str, hint):
+    if isinstance(hint, types.UnionType):  # `int | None`
+        if value.lower() == "none":
+            return None
+        (hint,) = [kind for kind in typing.get_args(hint) if kind is not type(None)]
+    return _cast_to(key, value, hint)
+
+
+def _cast_to(key: str, value: str, kind: type):
     if kind is bool:
         if value.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"{key} must be true or false, got {value!r}")

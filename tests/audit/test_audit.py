@@ -189,5 +189,31 @@ def test_cli_audit_writes_the_report_into_the_model_folder_and_the_card_shows_it
     assert audit["embedding"]["kind"].startswith("final layer-normed class + distillation")
     assert set(audit["groups"]["per_source"]) == {"site_a", "site_b"}
     assert "## Perturbation probe" in (student / "audit.md").read_text()
+    # the CLI's precision is "auto": the training rule's, recorded in the report
+    from hf_deitcxr.audit.inference import autocast_dtype_for
+    assert audit["precision"] == ("bf16" if autocast_dtype_for("auto") is torch.bfloat16 else "fp32")
+    assert f"forward in {audit['precision']}" in (student / "audit.md").read_text()
     card = str(build_model_card(student))
     assert "## Shortcut audit" in card and "Source probe" in card
+
+
+def test_audit_precision_follows_the_training_rule_and_bf16_stays_close_to_fp32(tmp_path, monkeypatch):
+    from hf_deitcxr.audit.inference import autocast_dtype_for, predict_grey
+    from hf_deitcxr.experiments import hardware
+
+    assert autocast_dtype_for("fp32") is None and autocast_dtype_for("bf16") is torch.bfloat16
+    if not torch.cuda.is_available():
+        for native, expected in ((True, torch.bfloat16), (False, None)):
+            monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda native=native: native)
+            assert autocast_dtype_for("auto") is expected
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype_for("fp16")
+    torch.manual_seed(0)
+    model = DeiTCXRForImageClassificationWithTeacher(DeiTCXRConfig(**tiny_deit_kwargs())).eval()
+    processor = make_image_processor(image_size=model.config.image_size)
+    greys = [np.random.default_rng(i).integers(0, 256, (48, 48), dtype=np.uint8) for i in range(6)]
+    exact = predict_grey(model, processor, greys, with_embeddings=True)
+    mixed = predict_grey(model, processor, greys, with_embeddings=True, autocast_dtype=torch.bfloat16)
+    assert mixed.probabilities.dtype == np.float32 and mixed.embeddings.dtype == np.float32
+    assert not np.array_equal(mixed.probabilities, exact.probabilities)  # the forward did run in bf16
+    assert np.abs(mixed.probabilities - exact.probabilities).max() < 0.05

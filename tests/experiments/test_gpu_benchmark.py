@@ -50,7 +50,7 @@ def densenet121_forward_flops(image: int, channels=3, growth=32, blocks=(6, 12, 
 
 
 def test_flops_per_image_match_a_hand_count_of_the_matmuls_and_convolutions():
-    recipe = CPU_RECIPE.with_overrides(image_size=32, patch_size=8)
+    recipe = CPU_RECIPE.with_overrides(image_size=32, teacher_image_size=None, patch_size=8)
     student = training_flops_per_image("distill", recipe, teacher_forward_per_step=False)
     distill = training_flops_per_image("distill", recipe, teacher_forward_per_step=True)
     teacher = training_flops_per_image("teacher", recipe, teacher_forward_per_step=False)
@@ -61,6 +61,11 @@ def test_flops_per_image_match_a_hand_count_of_the_matmuls_and_convolutions():
     assert student == 3 * deit - embedding
     assert teacher == 3 * densenet - stem
     assert distill == student + densenet  # the frozen teacher's forward, when the step runs it
+    # a larger teacher input costs the teacher's stage and the distillation step its own size's FLOPs
+    larger = recipe.with_overrides(teacher_image_size=64)
+    stem64, densenet64 = densenet121_forward_flops(64)
+    assert training_flops_per_image("teacher", larger, teacher_forward_per_step=False) == 3 * densenet64 - stem64
+    assert training_flops_per_image("distill", larger, teacher_forward_per_step=True) == student + densenet64
 
 
 def test_step_timer_uses_the_second_half_of_the_steps():

@@ -15,9 +15,13 @@ def test_overrides_are_cast_to_the_recipe_field_types():
     assert parsed == {"student_learning_rate": 1e-3, "augment": False, "batch_size": 16, "distillation_type": "soft"}
     assert CPU_RECIPE.with_overrides(**parsed).batch_size == 16
     assert parse_overrides("") == {}
+    # an optional field takes its inner type, or none
+    assert parse_overrides("teacher_image_size=96") == {"teacher_image_size": 96}
+    assert parse_overrides("teacher_image_size=None") == {"teacher_image_size": None}
 
 
-@pytest.mark.parametrize("bad", ["lr=1e-3", "augment=maybe", "batch_size=1.5", "drop_path_rate", "image_size="])
+@pytest.mark.parametrize("bad", ["lr=1e-3", "augment=maybe", "batch_size=1.5", "drop_path_rate", "image_size=",
+                                 "teacher_image_size=big"])
 def test_bad_overrides_are_refused(bad):
     with pytest.raises(ValueError):
         parse_overrides(bad)

@@ -111,6 +111,9 @@ def test_quickstart_runs_on_the_bundled_sample(tmp_path):
     assert audit["preprocessing"] == {"intensity_normalization": CPU_RECIPE.intensity_normalization,
                                       "remove_border": CPU_RECIPE.remove_border}
     assert json.loads((tmp_path / "quickstart.json").read_text())["image_size"] == 32
+    # a chosen size is both stages', not the CPU recipe's larger teacher input
+    assert json.loads((tmp_path / "quickstart.json").read_text())["teacher_image_size"] == 32
+    assert AutoModelForImageClassification.from_pretrained(tmp_path / "teacher").config.image_size == 32
     assert json.loads((tmp_path / "quickstart.json").read_text())["seed"] == 3
     for stage in ("teacher", "distill"):  # the seed reached each stage's Trainer
         assert json.loads((tmp_path / stage / "training_args.json").read_text())["training"]["seed"] == 3

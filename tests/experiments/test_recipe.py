@@ -1,0 +1,35 @@
+"""The recipe's per-stage input sizes reach every experiment that trains a stage."""
+
+import pytest
+
+from hf_deitcxr.experiments.benchmark_runs import BenchmarkArguments
+from hf_deitcxr.experiments.gpu_benchmark import GpuBenchmarkArguments
+from hf_deitcxr.experiments.loso import LosoArguments
+from hf_deitcxr.experiments.recipe import CPU_RECIPE, stage_arguments
+
+
+@pytest.mark.parametrize("teacher_size, expected", [(None, 64), (96, 96)])
+def test_the_teacher_stage_gets_the_teacher_size_and_the_students_keep_theirs(tmp_path, teacher_size, expected):
+    recipe = CPU_RECIPE.with_overrides(image_size=64, teacher_image_size=teacher_size)
+    sizes = {stage: stage_arguments(stage, "data", tmp_path / stage, recipe, images_seen=64,
+                                    teacher_dir=tmp_path / "teacher")[0].image_size
+             for stage in ("teacher", "distill", "baseline")}
+    assert sizes == {"teacher": expected, "distill": 64, "baseline": 64}
+
+
+def test_loso_trains_teachers_at_the_teacher_size():
+    assert LosoArguments().image_size == CPU_RECIPE.image_size_for("teacher")
+
+
+def test_benchmark_sizes_reach_its_recipe_and_summary():
+    args = BenchmarkArguments(image_size=48, teacher_image_size=80, patch_size=8)
+    assert (args.recipe().image_size, args.recipe().image_size_for("teacher")) == (48, 80)
+    assert args.input_sizes_note() == "48 px (student patch 8; teachers at 80 px)"
+    same = BenchmarkArguments(image_size=48, teacher_image_size=None, patch_size=8)
+    assert same.recipe().image_size_for("teacher") == 48 and same.input_sizes_note() == "48 px (student patch 8)"
+
+
+def test_the_gpu_run_trains_both_stages_at_its_size_unless_told_otherwise():
+    assert GpuBenchmarkArguments(image_size=224).recipe().image_size_for("teacher") == 224
+    told = GpuBenchmarkArguments(image_size=224, overrides="teacher_image_size=256").recipe()
+    assert told.image_size_for("teacher") == 256
