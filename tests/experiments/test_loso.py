@@ -1,8 +1,10 @@
 """Leave-one-source-out (issue 14): the `exclude_sources` filter, the held-out candidates, the present-class
-macro-F1, and a tiny `hf-deitcxr loso` run end to end on synthetic data with two sources."""
+macro-F1, the paired accuracy difference, and tiny `hf-deitcxr loso` runs end to end on synthetic data with two
+sources, teachers only and with distilled students (issue 15)."""
 
 import json
 import logging
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -11,7 +13,13 @@ from sklearn.metrics import f1_score
 
 from hf_deitcxr.cli import main
 from hf_deitcxr.data import load_radiograph_dataset
-from hf_deitcxr.experiments.loso import LosoArguments, holdout_candidates, present_class_macro_f1
+from hf_deitcxr.experiments.loso import (
+    LosoArguments,
+    holdout_candidates,
+    paired_accuracy_difference,
+    present_class_macro_f1,
+)
+from hf_deitcxr.experiments.recipe import CPU_RECIPE
 from hf_deitcxr.training.arguments import parse_training_arguments
 from hf_deitcxr.training.run import select_sources
 from tests.helpers.synthetic import write_imagefolder
@@ -78,6 +86,26 @@ def test_bad_loso_arguments_are_refused():
         LosoArguments(max_steps=0)
     with pytest.raises(ValueError, match="balancing"):
         LosoArguments(balancing="by_magic")
+    for budget in (0, -32):
+        with pytest.raises(ValueError, match=f"student_images_seen must be positive, got {budget}"):
+            LosoArguments(students=True, student_images_seen=budget)
+
+
+def test_paired_accuracy_difference_is_the_accuracy_gap_with_a_paired_interval():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    patients = np.arange(300) // 3
+    better = np.where(rng.random(300) < 0.8, labels, (labels + 1) % 3)
+    worse = np.where(rng.random(300) < 0.6, labels, (labels + 1) % 3)
+    estimate, bounds = paired_accuracy_difference(better, worse, labels, patients, seed=0, num_resamples=500)
+    assert estimate == pytest.approx((better == labels).mean() - (worse == labels).mean())
+    assert bounds[0] < estimate < bounds[1] and bounds[0] > 0  # a 20-point gap on 100 patients is clear
+    assert paired_accuracy_difference(worse, better, labels, patients, seed=0, num_resamples=500)[0] == -estimate
+    # the same predictions: no gap in any resample (unpaired intervals would not show that)
+    assert paired_accuracy_difference(worse, worse, labels, patients, seed=0, num_resamples=500) == (0.0, [0.0, 0.0])
+    assert paired_accuracy_difference(better[:8], worse[:8], labels[:8], patients[:8])[1] is None  # 3 patients
+    with pytest.raises(ValueError, match="same images"):
+        paired_accuracy_difference(better, worse[:10], labels, patients)
 
 
 def test_loso_runs_end_to_end(data, tmp_path, capsys):
@@ -108,3 +136,59 @@ def test_loso_runs_end_to_end(data, tmp_path, capsys):
     table = (out / "loso.md").read_text()
     assert "| held-out source |" in table and "| site_b | covid, normal, pneumonia | 12 (" in table
     assert "| held-out source |" in capsys.readouterr().out
+    # without --students: the teacher-only output of before (no student folders, keys or table)
+    assert not list(out.glob("student-*")) and result["arguments"]["students"] is False
+    assert all("student" not in run for run in result["runs"].values())
+    assert all(set(row) == {"heldout_source", "classes", "num_images", "num_patients", "with", "without"}
+               for row in result["rows"])
+    assert "student" not in table and table.count("| held-out source |") == 1
+
+
+def keys(tree):
+    """The nested keys of a JSON tree (its structure, without the values)."""
+    return {key: keys(value) for key, value in tree.items()} if isinstance(tree, dict) else None
+
+
+def test_loso_distils_a_student_from_each_runs_teacher(data, tmp_path):
+    out = tmp_path / "loso"
+    argv = ["loso", "--dataset", str(data), "--output_dir", str(out), "--max_steps", "1", "--batch_size", "8",
+            "--image_size", "32", "--num_resamples", "200", "--seed", "0", "--holdout_sources", "site_b",
+            "--students", "true", "--student_images_seen", "8"]
+    assert main(argv) == 0
+    result = json.loads((out / "loso.json").read_text())
+    assert sorted(path.name for path in out.glob("*-*")) == [
+        "student-all", "student-without-site_b", "teacher-all", "teacher-without-site_b"]
+    assert list(result["runs"]) == ["all", "site_b"]
+    for name, run in result["runs"].items():
+        student = run["student"]
+        suffix = "all" if name == "all" else f"without-{name}"
+        assert (run["dir"], student["dir"]) == (str(out / f"teacher-{suffix}"), str(out / f"student-{suffix}"))
+        # distilled from its own run's teacher, at the student's size, for the student budget
+        config = json.loads((Path(student["dir"]) / "config.json").read_text())
+        assert config["teacher_name_or_path"] == student["teacher_dir"] == run["dir"]
+        assert (run["image_size"], student["image_size"]) == (32, CPU_RECIPE.image_size)
+        assert student["global_step"] == 1 and student["wall_s"] > 0 and student["train_runtime_s"] > 0
+        # trained on what its teacher was trained on
+        assert student["excluded"] == run["excluded"] and student["num_train_images"] == run["num_train_images"]
+        data_args = {stage: json.loads((Path(folder) / "training_args.json").read_text())["data"]
+                     for stage, folder in (("teacher", run["dir"]), ("student", student["dir"]))}
+        assert data_args["student"]["exclude_sources"] == data_args["teacher"]["exclude_sources"]
+        assert data_args["student"]["eval_split"] == data_args["teacher"]["eval_split"] == "validation"
+    assert result["runs"]["site_b"]["student"]["num_train_images"] == 24
+    assert result["runs"]["all"]["student"]["num_train_images"] == 48
+    metrics = json.loads((out / "student-without-site_b" / "metrics.json").read_text())
+    assert metrics["extra"]["num_train_images"] == 24 and metrics["extra"]["stage"] == "distill"
+    (row,) = result["rows"]
+    assert keys(row["student"]) == keys({"with": row["with"], "without": row["without"]})
+    for side in ("with", "without"):
+        assert row["student"][side]["heldout"]["num_images"] == row[side]["heldout"]["num_images"] == 12
+        gap = row["student_minus_teacher"][side]
+        assert gap["accuracy"] == pytest.approx(
+            row["student"][side]["heldout"]["accuracy"] - row[side]["heldout"]["accuracy"])
+        assert gap["accuracy_ci"] is None or gap["accuracy_ci"][0] <= gap["accuracy"] <= gap["accuracy_ci"][1]
+    # re-predicting the saved student gives what its training run measured (bf16 near-ties aside)
+    assert row["student"]["with"]["in_distribution"]["accuracy"] == pytest.approx(
+        result["runs"]["all"]["student"]["full_eval_accuracy"], abs=1 / 24 + 1e-9)
+    table = (out / "loso.md").read_text()
+    assert table.count("| held-out source |") == 2 and "Distilled DeiT student" in table
+    assert "- site_b held out: trained without it " in table and "| site_b (student) | site_b | 24 | 1 |" in table
