@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "probes, confounding (see --help)", add_help=False)
 
     # `loso` hands its arguments to its own HfArgumentParser (hf_deitcxr/experiments/loso.py).
-    commands.add_parser("loso", help="leave-one-source-out: the teacher trained with and without each source, "
-                        "tested on it (see --help)", add_help=False)
+    commands.add_parser("loso", help="leave-one-source-out: the teacher (and with --students, its distilled student) "
+                        "trained with and without each source, tested on it (see --help)", add_help=False)
 
     calibrate = commands.add_parser("calibrate", help="fit temperature scaling on a dataset split and store it in the "
                                     "model folder's config.json (calibration.json: ECE/NLL before and after)")

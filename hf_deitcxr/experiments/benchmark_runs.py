@@ -60,8 +60,8 @@ class BenchmarkArguments:
         default=4800, metadata={"help": "With --budgets: the budget of the teacher the distilled students learn from"})
     image_size: int = field(default=CPU_RECIPE.image_size, metadata={"help": "The students' input size"})
     teacher_image_size: int | None = field(
-        default=CPU_RECIPE.teacher_image_size, metadata={"help": "The teachers' input size (default: the recipe's; "
-                                                                  "none given: --image_size)"})
+        default=None, metadata={"help": "The teachers' input size (default: the recipe's teacher size at the "
+                                "recipe's --image_size, else --image_size)"})
     patch_size: int = field(default=CPU_RECIPE.patch_size, metadata={"help": "Student patch size"})
     balancing: str = field(default=CPU_RECIPE.balancing, metadata={"help": "Class balancing of every run"})
     distillation_alpha: float = field(default=CPU_RECIPE.distillation_alpha)
@@ -127,9 +127,8 @@ class BenchmarkArguments:
         return f"{self.image_size} px (student patch {self.patch_size}{teacher_note})"
 
     def recipe(self) -> Recipe:
-        return CPU_RECIPE.with_overrides(
-            image_size=self.image_size, teacher_image_size=self.teacher_image_size, patch_size=self.patch_size,
-            balancing=self.balancing,
+        return CPU_RECIPE.at_size(self.image_size, self.teacher_image_size).with_overrides(
+            patch_size=self.patch_size, balancing=self.balancing,
             distillation_alpha=self.distillation_alpha, distillation_tau=self.distillation_tau,
         )
 

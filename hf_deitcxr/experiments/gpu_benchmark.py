@@ -72,9 +72,9 @@ class GpuBenchmarkArguments:
         self.recipe()  # validates the overrides early
 
     def recipe(self) -> Recipe:
-        # the teacher at the student's size, as in the paper, unless an override sets `teacher_image_size`
-        return CPU_RECIPE.with_overrides(**{"image_size": self.image_size, "teacher_image_size": None,
-                                            "patch_size": self.patch_size, **parse_overrides(self.overrides)})
+        # at 224 px the teacher takes the student's size, as in the paper, unless an override sets it
+        return CPU_RECIPE.at_size(self.image_size).with_overrides(patch_size=self.patch_size,
+                                                                  **parse_overrides(self.overrides))
 
 
 class StepTimer(TrainerCallback):

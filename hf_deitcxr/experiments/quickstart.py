@@ -42,8 +42,7 @@ def run_quickstart(dataset: str | None = None, output_dir: str = "outputs/quicks
     is_full = True
     if dataset is None:
         dataset, is_full = default_dataset()
-    # a chosen size is both stages' (the paper's setting), not the CPU recipe's larger teacher input
-    recipe = CPU_RECIPE.with_overrides(image_size=image_size, teacher_image_size=None) if image_size else CPU_RECIPE
+    recipe = CPU_RECIPE.at_size(image_size) if image_size else CPU_RECIPE
     root = Path(output_dir)
     timings, reports = {}, {}
     for stage in ("teacher", "distill"):

@@ -33,3 +33,11 @@ def test_the_gpu_run_trains_both_stages_at_its_size_unless_told_otherwise():
     assert GpuBenchmarkArguments(image_size=224).recipe().image_size_for("teacher") == 224
     told = GpuBenchmarkArguments(image_size=224, overrides="teacher_image_size=256").recipe()
     assert told.image_size_for("teacher") == 256
+
+
+def test_another_student_size_takes_the_teacher_along_unless_told():
+    assert CPU_RECIPE.teacher_image_size is not None  # the recipe's teacher has its own input size
+    assert CPU_RECIPE.at_size(CPU_RECIPE.image_size).image_size_for("teacher") == CPU_RECIPE.teacher_image_size
+    assert CPU_RECIPE.at_size(32).image_size_for("teacher") == 32
+    assert CPU_RECIPE.at_size(32, 48).image_size_for("teacher") == 48
+    assert BenchmarkArguments().recipe().image_size_for("teacher") == CPU_RECIPE.teacher_image_size

@@ -59,7 +59,7 @@ def test_student_batch_and_augmentation_leave_the_teacher_stage_alone(tmp_path):
 
 def test_tuning_runs_records_a_curve_and_resumes(tmp_path, capsys):
     data = write_imagefolder(tmp_path / "data", {"train": 8, "validation": 4})
-    recipe = CPU_RECIPE.with_overrides(image_size=32, batch_size=8)
+    recipe = CPU_RECIPE.at_size(32).with_overrides(batch_size=8)
     teacher = tmp_path / "teacher"
     run_training(*stage_arguments("teacher", str(data), teacher, recipe, images_seen=8, progress_bars=False))
 
