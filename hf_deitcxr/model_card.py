@@ -188,7 +188,8 @@ def method(config: dict, model_args: dict, data_args: dict | None = None, state:
         if config.get("distillation_type") == "none" or not teacher:
             lines.append("- No teacher: both the class and the distillation head learn the labels (baseline).")
         else:
-            lines.append(f"- Teacher: {teacher_description(config.get('teacher_name_or_path'), teacher)}, frozen, "
+            described = teacher_description(config.get("teacher_name_or_path"), teacher, config.get("image_size"))
+            lines.append(f"- Teacher: {described}, frozen, "
                          "run on the same augmented batch as the student.")
             if cached := teacher_logits_line(data_args):
                 lines.append(cached)
@@ -263,17 +264,22 @@ def preprocessing_line(model_args: dict) -> str:
             "`pipeline` and `AutoImageProcessor` then apply for you).")
 
 
-def teacher_description(teacher_path: str | None, shown: str) -> str:
-    """Architecture and score of a teacher folder present on this machine, else just its name."""
+def teacher_description(teacher_path: str | None, shown: str, student_size: int | None = None) -> str:
+    """Architecture, input size (where it is not the student's) and score of a teacher folder present on this
+    machine, else just its name."""
     if teacher_path and "," in teacher_path:
         members = [part.strip() for part in teacher_path.split(",")]
         return (f"an ensemble of {len(members)} teachers (mean logits): "
-                + "; ".join(teacher_description(member, display_name(member) or member) for member in members))
+                + "; ".join(teacher_description(member, display_name(member) or member, student_size)
+                            for member in members))
     if teacher_path and Path(teacher_path, "config.json").is_file():
         config = _read_json(Path(teacher_path) / "config.json")
         overall = _read_json(Path(teacher_path) / "metrics.json").get("overall") or {}
         name = densenet_name(config) if config.get("model_type") == "deitcxr_densenet" else config.get("model_type")
         score = f", validation accuracy {fmt(overall['accuracy'])}" if "accuracy" in overall else ""
+        size = config.get("image_size")
+        if size and student_size and size != student_size:  # the student's pixels reach it resized (the adapter)
+            return f"{name} at {size} px (`{shown}`{score}; fed the student's {student_size}-px pixels resized)"
         return f"{name} (`{shown}`{score})"
     return f"`{shown}`"
 

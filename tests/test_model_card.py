@@ -59,7 +59,9 @@ def test_card_text_states_use_method_data_limits_and_citation(student):
     method = text.split("## Method")[1].split("## Results")[0]
     assert f"alpha {ALPHA}" in method and f"tau {TAU}" in method and "**soft**" in method
     assert f"{IMAGE_SIZE} × {IMAGE_SIZE} px" in method and f"{EPOCHS:g} epoch(s)" in method
-    assert "DenseNet-121 (`teacher`, validation accuracy 0.875)" in method and "`oversample`" in method
+    # the fixture's teacher config keeps DenseNetConfig's 224 px, the student is at 32: the card says so
+    assert ("DenseNet-121 at 224 px (`teacher`, validation accuracy 0.875; fed the student's 32-px pixels resized)"
+            in method and "`oversample`" in method)
     assert "**by patient**" in text and "CC BY 4.0" in text  # data sources, licences, split
     assert "Source shortcuts" in text and "Paediatric vs adult" in text
     assert 'pipeline("image-classification", model="someone/deit-cxr-tiny"' in text
