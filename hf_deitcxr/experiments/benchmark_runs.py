@@ -20,6 +20,8 @@ from .recipe import CPU_RECIPE, Recipe
 # The small-data ViT changes of Lee et al. (2021): shifted patch tokenization and locality self-attention.
 SMALL_DATA_VIT = {"shifted_patch_tokenization": True, "locality_self_attention": True}
 SPT_ONLY = {"shifted_patch_tokenization": True, "locality_self_attention": False}
+# Plain 8-px patch embeddings, the student before `CPU_RECIPE` adopted SPT (the seed's DeiT)
+PLAIN_PATCHES = {"shifted_patch_tokenization": False, "locality_self_attention": False}
 METHODS: dict[str, tuple[str, dict]] = {
     # method: (training stage, overrides of the benchmark's recipe); without an SPT/LSA override a student has the
     # recipe's architecture
@@ -31,6 +33,8 @@ METHODS: dict[str, tuple[str, dict]] = {
     "baseline_small_data": ("baseline", SMALL_DATA_VIT),
     "distill_spt": ("distill", {"distillation_type": "soft", **SPT_ONLY}),
     "baseline_spt": ("baseline", SPT_ONLY),
+    "distill_plain": ("distill", {"distillation_type": "soft", **PLAIN_PATCHES}),
+    "baseline_plain": ("baseline", PLAIN_PATCHES),
 }
 DEFAULT_METHODS = ("teacher", "baseline", "distill_hard", "distill_soft")
 ALL = "all"

@@ -41,3 +41,15 @@ def test_another_student_size_takes_the_teacher_along_unless_told():
     assert CPU_RECIPE.at_size(32).image_size_for("teacher") == 32
     assert CPU_RECIPE.at_size(32, 48).image_size_for("teacher") == 48
     assert BenchmarkArguments().recipe().image_size_for("teacher") == CPU_RECIPE.teacher_image_size
+
+
+def test_plain_and_spt_methods_fix_the_students_patch_embedding_whatever_the_recipe(tmp_path):
+    from hf_deitcxr.experiments.benchmark_runs import METHODS
+
+    recipe = BenchmarkArguments().recipe()
+    for method, spt in (("distill_plain", False), ("baseline_plain", False), ("distill_spt", True),
+                        ("baseline_spt", True)):
+        stage, overrides = METHODS[method]
+        model_args = stage_arguments(stage, "data", tmp_path / method, recipe.with_overrides(**overrides),
+                                     images_seen=64, teacher_dir=tmp_path / "teacher")[0]
+        assert (model_args.shifted_patch_tokenization, model_args.locality_self_attention) == (spt, False), method
