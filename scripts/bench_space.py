@@ -39,8 +39,8 @@ from transformers import HfArgumentParser, pipeline
 
 import hf_deitcxr  # noqa: F401 - registers the model classes for pipeline()
 from hf_deitcxr.data.dicom import read_radiograph
-from hf_deitcxr.experiments.hardware import cpu_flags, cpu_has_native_bf16
 from hf_deitcxr.experiments.timing import time_interleaved
+from hf_deitcxr.hardware import cpu_flags, cpu_has_native_bf16
 from hf_deitcxr.serving import ChestXrayPredictor, RadiographCheck, RadiographClassifier, decode_upload
 from hf_deitcxr.serving.explain import attention_rollout, overlay
 

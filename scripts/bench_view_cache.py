@@ -23,9 +23,9 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from hf_deitcxr.data.augmentation import AUGMENTATION_PRESETS
-from hf_deitcxr.experiments.hardware import cpu_description
 from hf_deitcxr.experiments.recipe import CPU_RECIPE, stage_arguments
 from hf_deitcxr.experiments.tuning import parse_overrides
+from hf_deitcxr.hardware import cpu_description
 from hf_deitcxr.metrics.intervals import format_entry
 from hf_deitcxr.training.arguments import configure_logging
 from hf_deitcxr.training.run import run_training

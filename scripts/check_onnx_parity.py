@@ -21,7 +21,7 @@ from transformers import HfArgumentParser
 
 import hf_deitcxr  # noqa: F401 - registers the model classes
 from hf_deitcxr.data.dicom import read_radiograph
-from hf_deitcxr.experiments.hardware import cpu_has_native_bf16
+from hf_deitcxr.hardware import cpu_has_native_bf16
 from hf_deitcxr.serving import RadiographClassifier
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")

@@ -123,7 +123,7 @@ def _grey_array(image: np.ndarray | torch.Tensor) -> np.ndarray:
 def autocast_dtype_for(precision: str) -> torch.dtype | None:
     """The forward's autocast dtype for `precision`: "fp32" (None), "bf16", or "auto": bf16 where training would use
     it (a CUDA GPU with bf16, or a CPU with native bf16 instructions, the recipe's rule), else fp32."""
-    from ..experiments.hardware import cpu_has_native_bf16
+    from ..hardware import cpu_has_native_bf16
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")

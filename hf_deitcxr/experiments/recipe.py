@@ -13,8 +13,8 @@ import torch
 from transformers import TrainingArguments
 
 from ..data.cross_validation import DEFAULT_CV_POOL
+from ..hardware import cpu_has_native_bf16
 from ..training.arguments import DEFAULTS, DataArguments, ModelArguments
-from .hardware import cpu_has_native_bf16
 
 
 @dataclass(frozen=True)

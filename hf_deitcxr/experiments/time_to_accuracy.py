@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hardware import cpu_description
 from .benchmark_runs import (
     ALL,
     METHODS,
@@ -31,7 +32,6 @@ from .benchmark_runs import (
     result_row,
     size_key,
 )
-from .hardware import cpu_description
 from .recipe import Recipe, stage_arguments
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ..experiments.hardware import cpu_description
+from ..hardware import cpu_description
 from ..training.arguments import configure_logging
 from .bench_models import ModelSize
 from .bench_runs import TEACHER_METHOD, BenchData, Budget, load_bench_data, parse_method, run_method

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..experiments import hardware
+from .. import hardware
 from .fast_deit import FusedDeiT
 from .onnx_deit import OnnxDeiT
 

@@ -198,8 +198,8 @@ def test_cli_audit_writes_the_report_into_the_model_folder_and_the_card_shows_it
 
 
 def test_audit_precision_follows_the_training_rule_and_bf16_stays_close_to_fp32(tmp_path, monkeypatch):
+    from hf_deitcxr import hardware
     from hf_deitcxr.audit.inference import autocast_dtype_for, predict_grey
-    from hf_deitcxr.experiments import hardware
 
     assert autocast_dtype_for("fp32") is None and autocast_dtype_for("bf16") is torch.bfloat16
     if not torch.cuda.is_available():

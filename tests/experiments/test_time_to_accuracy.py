@@ -12,9 +12,9 @@ from transformers import HfArgumentParser
 from hf_deitcxr.cli import main
 from hf_deitcxr.experiments import benchmark_runs, time_to_accuracy
 from hf_deitcxr.experiments.benchmark import BenchmarkArguments, run_benchmark
-from hf_deitcxr.experiments.hardware import cpu_description
 from hf_deitcxr.experiments.recipe import CPU_RECIPE
 from hf_deitcxr.experiments.time_to_accuracy import budget_runs
+from hf_deitcxr.hardware import cpu_description
 from hf_deitcxr.metrics.intervals import SUMMARY_KEYS
 from tests.helpers.synthetic import write_imagefolder
 

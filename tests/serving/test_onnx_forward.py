@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_deitcxr import DeiTCXRConfig, DeiTCXRForImageClassificationWithTeacher
-from hf_deitcxr.experiments import hardware
+from hf_deitcxr import DeiTCXRConfig, DeiTCXRForImageClassificationWithTeacher, hardware
 from hf_deitcxr.serving import RadiographClassifier, onnx_deit
 from hf_deitcxr.serving import forward_choice as choice_module
 from hf_deitcxr.serving.fast_deit import FusedDeiT
