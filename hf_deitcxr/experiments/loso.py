@@ -158,6 +158,7 @@ def run_loso(args: LosoArguments) -> dict[str, Any]:
         held_out = sources == source
         row = {"heldout_source": source, "classes": sorted({names[i] for i in labels[held_out]}),
                "num_images": int(held_out.sum()), "num_patients": int(len(set(patients[held_out]))),
+               "constant_answer": constant_answer(labels[held_out], names),
                **_sides(probabilities, source, labels, patients, held_out, **options)}
         if students is not None:
             row["student"] = _sides(students, source, labels, patients, held_out, **options)
@@ -227,6 +228,18 @@ def _student_minus_teacher(students: dict[str, np.ndarray], teachers: dict[str, 
             patients[held_out], seed=seed, num_resamples=num_resamples)
         differences[side] = {"accuracy": estimate, "accuracy_ci": bounds}
     return differences
+
+
+def constant_answer(labels: np.ndarray, label_names: Sequence[str]) -> dict[str, Any]:
+    """What answering the most frequent class for every image scores on `labels`: the floor a held-out figure must
+    clear (an imbalanced held-out source rewards a model that answers one class; cxr3's held-out kermany is 76 %
+    pneumonia). Macro-F1 over the present classes, as `present_class_macro_f1`."""
+    counts = np.bincount(labels, minlength=len(label_names))
+    majority = int(counts.argmax())
+    present = int((counts > 0).sum())
+    f1_majority = 2 * counts[majority] / (2 * counts[majority] + (len(labels) - counts[majority]))
+    return {"class": label_names[majority], "accuracy": float(counts[majority] / len(labels)),
+            "macro_f1": float(f1_majority / present)}
 
 
 def subset_metrics(probabilities: np.ndarray, labels: np.ndarray, patients: np.ndarray, rows: np.ndarray, *,

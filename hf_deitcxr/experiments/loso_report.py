@@ -34,6 +34,9 @@ def loso_markdown(result: dict[str, Any]) -> str:
         *TABLE_HEADER,
         *(_table_row(row, row) for row in result["rows"]),
     ]
+    lines += ["", "Answering one class for every image (the held-out source's most frequent), the floor a held-out "
+              "figure must clear:", ""]
+    lines += [_constant_line(row) for row in result["rows"] if "constant_answer" in row]
     if args.get("students"):
         lines += _student_section(result)
     lines += ["", "| run | excluded | training images | steps | wall s |", "|---|---|---|---|---|"]
@@ -70,6 +73,12 @@ def _student_section(result: dict[str, Any]) -> list[str]:
                          f"{row[side]['heldout']['accuracy']:.3f})")
         lines.append(f"- {row['heldout_source']} held out: " + "; ".join(parts))
     return lines
+
+
+def _constant_line(row: dict[str, Any]) -> str:
+    constant = row["constant_answer"]
+    return (f"- {row['heldout_source']}: always '{constant['class']}' scores accuracy {constant['accuracy']:.3f}, "
+            f"macro-F1 {constant['macro_f1']:.3f}")
 
 
 def _table_row(row: dict[str, Any], model: dict[str, Any]) -> str:

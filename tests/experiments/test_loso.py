@@ -15,6 +15,7 @@ from hf_deitcxr.cli import main
 from hf_deitcxr.data import load_radiograph_dataset
 from hf_deitcxr.experiments.loso import (
     LosoArguments,
+    constant_answer,
     holdout_candidates,
     paired_accuracy_difference,
     present_class_macro_f1,
@@ -81,6 +82,15 @@ def test_present_class_macro_f1_matches_sklearn_and_ignores_absent_classes():
     assert present_class_macro_f1(predictions[:8], labels[:8], patients[:8])[1] is None  # 4 patients: no CI
 
 
+def test_constant_answer_is_what_a_one_class_model_scores():
+    labels = np.array([2] * 522 + [1] * 163)  # cxr3's validation kermany: pneumonia, normal
+    constant = constant_answer(labels, ["covid", "normal", "pneumonia"])
+    one_class = np.full(len(labels), 2)
+    assert constant["class"] == "pneumonia" and constant["accuracy"] == pytest.approx(522 / 685)
+    assert constant["macro_f1"] == pytest.approx(present_class_macro_f1(one_class, labels, np.arange(685))[0])
+    assert constant["macro_f1"] == pytest.approx(f1_score(labels, one_class, labels=[1, 2], average="macro"))
+
+
 def test_bad_loso_arguments_are_refused():
     with pytest.raises(ValueError, match="max_steps"):
         LosoArguments(max_steps=0)
@@ -139,8 +149,9 @@ def test_loso_runs_end_to_end(data, tmp_path, capsys):
     # without --students: the teacher-only output of before (no student folders, keys or table)
     assert not list(out.glob("student-*")) and result["arguments"]["students"] is False
     assert all("student" not in run for run in result["runs"].values())
-    assert all(set(row) == {"heldout_source", "classes", "num_images", "num_patients", "with", "without"}
-               for row in result["rows"])
+    assert all(set(row) == {"heldout_source", "classes", "num_images", "num_patients", "constant_answer", "with",
+                            "without"} for row in result["rows"])
+    assert "always '" in table
     assert "student" not in table and table.count("| held-out source |") == 1
 
 
