@@ -30,8 +30,9 @@ class Recipe:
     image_size: int = 64
     patch_size: int = 8
     # The teacher's own input size (None: `image_size`); a distilled student's pixels reach a larger teacher resized by
-    # `TeacherInputAdapter`. A 96-px teacher taught the 64-px student more at the same teacher macro-F1, and fits the
-    # quickstart's 10 minutes where 128 px did not (docs/RESULTS.md "A 96-px teacher for the quickstart").
+    # `TeacherInputAdapter`. At the quickstart's budget a 96-px teacher taught the 64-px student more at the same
+    # teacher macro-F1, and fits its 10 minutes where 128 px did not (docs/RESULTS.md "A 96-px teacher for the
+    # quickstart").
     teacher_image_size: int | None = 96
     batch_size: int = 32
     teacher_learning_rate: float = 1e-3
