@@ -44,6 +44,12 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def bf16_training_device() -> bool:
+    """Whether the recipe trains in bf16 here: a CUDA GPU with bf16, or a CPU with native bf16 instructions. The one
+    rule of training's `bf16` flag and of the audit's "auto" precision, so an audit runs as its model was trained."""
+    return torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_native_bf16()
+
+
 def _cpuinfo() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()
@@ -51,4 +57,4 @@ def _cpuinfo() -> str:
         return ""
 
 
-__all__ = ["FLAGS_OF_INTEREST", "cpu_description", "cpu_flags", "cpu_has_native_bf16"]
+__all__ = ["FLAGS_OF_INTEREST", "bf16_training_device", "cpu_description", "cpu_flags", "cpu_has_native_bf16"]

@@ -123,13 +123,12 @@ def _grey_array(image: np.ndarray | torch.Tensor) -> np.ndarray:
 def autocast_dtype_for(precision: str) -> torch.dtype | None:
     """The forward's autocast dtype for `precision`: "fp32" (None), "bf16", or "auto": bf16 where training would use
     it (a CUDA GPU with bf16, or a CPU with native bf16 instructions, the recipe's rule), else fp32."""
-    from ..hardware import cpu_has_native_bf16
+    from .. import hardware
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
-        native = torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_has_native_bf16()
-        precision = "bf16" if native else "fp32"
+        precision = "bf16" if hardware.bf16_training_device() else "fp32"
     return torch.bfloat16 if precision == "bf16" else None
 
 

@@ -13,7 +13,7 @@ import torch
 from transformers import TrainingArguments
 
 from ..data.cross_validation import DEFAULT_CV_POOL
-from ..hardware import cpu_has_native_bf16
+from ..hardware import bf16_training_device
 from ..training.arguments import DEFAULTS, DataArguments, ModelArguments
 
 
@@ -173,7 +173,7 @@ def stage_arguments(
         output_dir=str(Path(output_dir)),
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=64,
-        bf16=torch.cuda.is_bf16_supported() if on_gpu else cpu_has_native_bf16(),
+        bf16=bf16_training_device(),
         use_cpu=not on_gpu,
         seed=seed,
         disable_tqdm=not progress_bars,
