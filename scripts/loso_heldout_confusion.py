@@ -2,7 +2,8 @@
 run's teacher and student on the held-out source's validation images, from the saved models of a loso folder.
 
 A held-out accuracy above the source's constant answer can still be one class answered for nearly every image (cxr3's
-held-out kermany is 76 % pneumonia); the counts show which.
+held-out kermany is 76 % pneumonia); the counts show which. A loso.json written since `hf-deitcxr loso` stores the
+counts (each subset's "confusion") is read as it is; an older one has its models re-predicted.
 
     python scripts/loso_heldout_confusion.py runs/loso_s0 runs/loso_s1 ... [--pixel_cache_dir CACHE]
 """
@@ -30,12 +31,17 @@ def confusions(loso_dir: Path, cache: str | None) -> list[str]:
         held_out = sources == row["heldout_source"]
         for run_name in ("all", row["heldout_source"]):
             run = result["runs"][run_name]
-            for role, entry in (("teacher", run), ("student", run.get("student"))):
+            side_key = "with" if run_name == "all" else "without"
+            for role, entry, metrics in (("teacher", run, row), ("student", run.get("student"), row.get("student"))):
                 if entry is None:
                     continue
-                loaded = model_on_split(entry["dir"], split, cache_dir=cache)
-                predicted = predict_probabilities(loaded.model, loaded.data, loaded.collator(), 64).argmax(axis=1)
-                counts = Counter(zip(labels[held_out].tolist(), predicted[held_out].tolist(), strict=True))
+                stored = metrics[side_key]["heldout"].get("confusion")
+                if stored is not None:
+                    counts = Counter({(t, p): n for t, line in enumerate(stored) for p, n in enumerate(line) if n})
+                else:
+                    loaded = model_on_split(entry["dir"], split, cache_dir=cache)
+                    predicted = predict_probabilities(loaded.model, loaded.data, loaded.collator(), 64).argmax(axis=1)
+                    counts = Counter(zip(labels[held_out].tolist(), predicted[held_out].tolist(), strict=True))
                 cells = ", ".join(f"{names[t]}→{names[p]} {n}" for (t, p), n in sorted(counts.items()))
                 side = "with it" if run_name == "all" else "without it"
                 lines.append(f"| seed {args['seed']} | {row['heldout_source']} | {role}, trained {side} | {cells} |")

@@ -14,8 +14,8 @@ accuracy minus the teacher's gets a paired patient-bootstrap interval (`paired_a
 Accuracy intervals are `bootstrap_intervals` (patients resampled). Macro-F1 is over the classes present in the
 evaluated images (a held-out nih has no covid; a covid prediction there is an error of the true class, not a class
 of its own), with a patient bootstrap of the same design and seed. Writes `loso.json` and `loso.md`
-(`loso_report.loso_markdown`). The teachers' entries keep their keys; a student's are under `"student"` in its run's
-`runs` entry and in each row.
+(`loso_report.loso_markdown`), with each evaluated subset's confusion counts. The teachers' entries keep their
+keys; a student's are under `"student"` in its run's `runs` entry and in each row.
 """
 
 from __future__ import annotations
@@ -244,8 +244,10 @@ def constant_answer(labels: np.ndarray, label_names: Sequence[str]) -> dict[str,
 
 def subset_metrics(probabilities: np.ndarray, labels: np.ndarray, patients: np.ndarray, rows: np.ndarray, *,
                    label_names: Sequence[str], seed: int, num_resamples: int) -> dict[str, Any]:
-    """Accuracy (with `bootstrap_intervals`) and macro-F1 over the classes present (same patient bootstrap) of
-    the images `rows`."""
+    """Accuracy (with `bootstrap_intervals`), macro-F1 over the classes present (same patient bootstrap) and the
+    confusion counts (rows true, columns predicted, in `label_names` order) of the images `rows`."""
+    from sklearn.metrics import confusion_matrix
+
     probs, truth, ids = probabilities[rows], labels[rows], patients[rows]
     intervals = bootstrap_intervals(probs, truth, label_names, patient_ids=ids.tolist(), seed=seed,
                                     num_resamples=num_resamples)
@@ -255,7 +257,9 @@ def subset_metrics(probabilities: np.ndarray, labels: np.ndarray, patients: np.n
     return {"num_images": int(len(truth)), "num_patients": intervals["num_clusters"],
             "accuracy": accuracy["estimate"], "accuracy_ci": interval_bounds(accuracy), "accuracy_ci_reason":
             accuracy.get("reason"), "macro_f1": f1, "macro_f1_ci": f1_bounds,
-            "classes": [label_names[i] for i in sorted(set(truth.tolist()))]}
+            "classes": [label_names[i] for i in sorted(set(truth.tolist()))],
+            # which class a held-out source is answered with: an accuracy near the constant answer's may be it
+            "confusion": confusion_matrix(truth, probs.argmax(axis=1), labels=range(len(label_names))).tolist()}
 
 
 def present_class_macro_f1(predictions: np.ndarray, labels: np.ndarray, patients: np.ndarray, *, seed: int = 0,

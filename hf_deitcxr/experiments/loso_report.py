@@ -1,7 +1,8 @@
 """`loso.md`: the markdown of a `hf-deitcxr loso` result (hf_deitcxr/experiments/loso.py).
 
 The teacher table; when students were distilled, the same table for the students and, per held-out source, the
-student's held-out accuracy minus the teacher's (paired patient bootstrap); then one line per training run.
+student's held-out accuracy minus the teacher's (paired patient bootstrap); what each model answers on each
+held-out source (confusion counts); then one line per training run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def loso_markdown(result: dict[str, Any]) -> str:
     lines += [_constant_line(row) for row in result["rows"] if "constant_answer" in row]
     if args.get("students"):
         lines += _student_section(result)
+    lines += _answers_section(result)
     lines += ["", "| run | excluded | training images | steps | wall s |", "|---|---|---|---|---|"]
     for name, run in result["runs"].items():
         lines.append(_run_line(name, run))
@@ -73,6 +75,24 @@ def _student_section(result: dict[str, Any]) -> list[str]:
                          f"{row[side]['heldout']['accuracy']:.3f})")
         lines.append(f"- {row['heldout_source']} held out: " + "; ".join(parts))
     return lines
+
+
+def _answers_section(result: dict[str, Any]) -> list[str]:
+    """What each model answers on each held-out source: the confusion counts, true -> predicted."""
+    names = result["label_names"]
+    lines = ["", "Answers on the held-out source (true → predicted: images):", "",
+             "| held out | model | true → predicted: images |", "|---|---|---|"]
+    for row in result["rows"]:
+        models = [("teacher", row)] + ([("student", row["student"])] if "student" in row else [])
+        for role, model in models:
+            for side, label in (("with", "trained with it"), ("without", "trained without it")):
+                confusion = model[side]["heldout"].get("confusion")
+                if confusion is None:  # a loso.json of before the counts
+                    continue
+                cells = ", ".join(f"{names[t]}→{names[p]} {n}" for t, counts in enumerate(confusion)
+                                  for p, n in enumerate(counts) if n)
+                lines.append(f"| {row['heldout_source']} | {role}, {label} | {cells} |")
+    return lines if len(lines) > 5 else []
 
 
 def _constant_line(row: dict[str, Any]) -> str:

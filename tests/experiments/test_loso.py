@@ -137,6 +137,11 @@ def test_loso_runs_end_to_end(data, tmp_path, capsys):
             assert held_out["num_images"] == 12 and 0 <= held_out["accuracy"] <= 1
             assert held_out["accuracy_ci"] is not None and 0 <= held_out["macro_f1"] <= 1
             assert in_distribution["num_images"] == (24 if side == "with" else 12)
+            # confusion counts: true rows, predicted columns; their diagonal is the accuracy
+            confusion = np.asarray(held_out["confusion"])
+            assert confusion.shape == (3, 3) and confusion.sum() == 12
+            assert np.trace(confusion) / 12 == pytest.approx(held_out["accuracy"])
+            assert confusion.sum(axis=1).tolist() == [4, 4, 4]
         # re-predicting the saved model (fp32) gives what the training run measured on the whole split (under bf16
         # autocast where the CPU has it: a near-tie may flip, so one image of 24 is allowed)
         assert row["with"]["in_distribution"]["accuracy"] == pytest.approx(
@@ -152,6 +157,7 @@ def test_loso_runs_end_to_end(data, tmp_path, capsys):
     assert all(set(row) == {"heldout_source", "classes", "num_images", "num_patients", "constant_answer", "with",
                             "without"} for row in result["rows"])
     assert "always '" in table
+    assert table.count("| site_a | teacher, trained ") == 2 and "| site_b | teacher, trained without it | " in table
     assert "student" not in table and table.count("| held-out source |") == 1
 
 
@@ -203,3 +209,29 @@ def test_loso_distils_a_student_from_each_runs_teacher(data, tmp_path):
     table = (out / "loso.md").read_text()
     assert table.count("| held-out source |") == 2 and "Distilled DeiT student" in table
     assert "- site_b held out: trained without it " in table and "| site_b (student) | site_b | 24 | 1 |" in table
+
+
+def test_heldout_confusion_script_reads_the_stored_counts_as_re_predicting_gives_them(data, tmp_path):
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "loso_heldout_confusion.py"
+    spec = importlib.util.spec_from_file_location("loso_heldout_confusion", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    out = tmp_path / "loso"
+    assert main(["loso", "--dataset", str(data), "--output_dir", str(out), "--max_steps", "1", "--batch_size", "8",
+                 "--image_size", "32", "--num_resamples", "50", "--seed", "0", "--holdout_sources", "site_b",
+                 "--students", "true", "--student_images_seen", "8"]) == 0
+    stored = module.confusions(out, None)
+    assert len(stored) == 4 and all(line.startswith("| seed 0 | site_b | ") for line in stored)
+    assert sum(int(cell.rsplit(" ", 1)[1]) for cell in stored[0].split(" | ")[3].rstrip(" |").split(", ")) == 12
+    # an older loso.json, without the counts: the script re-predicts the saved models and finds the same
+    result = json.loads((out / "loso.json").read_text())
+    for row in result["rows"]:
+        for model in (row, row["student"]):
+            for side in ("with", "without"):
+                del model[side]["heldout"]["confusion"]
+    (out / "loso.json").write_text(json.dumps(result))
+    assert module.confusions(out, None) == stored
