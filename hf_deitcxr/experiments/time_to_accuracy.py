@@ -6,7 +6,9 @@ B images into `runs/n{N}-seed{seed}-b{B}/{method}`. The distilled students of an
 trained once on `teacher_images_seen` images in `runs/n{N}-seed{seed}-teacher/teacher`; their rows record its
 training time (`teacher_train_s`), so that they can be charged with it. The `teacher` method's own points are teachers
 trained at each budget. Rows go to `results.jsonl` with `images_seen` and the CPU they were timed on (`cpu`); a
-rerun skips the (N, budget, seed, method) already there. The summary is `time_to_accuracy.md` (a row per method and
+rerun skips the (N, budget, seed, method) already there. A distilled row records its teacher's input size
+(`teacher_image_size`), so that the results of benchmarks with different teachers can be pooled into one summary:
+each (method, teacher size) is a series of its own. The summary is `time_to_accuracy.md` (a row per method and
 budget) and `time_to_accuracy.png` (macro-F1 vs training minutes).
 """
 
@@ -44,6 +46,21 @@ def row_images_seen(row: dict, default: int) -> int:
 
 def budget_key(row: dict, default: int) -> tuple[str, int, int, str]:
     return row["train_size"], row_images_seen(row, default), row["seed"], row["method"]
+
+
+def row_teacher_size(row: dict) -> int | None:
+    """The input size of a distilled row's teacher (None: not distilled, or a row of before it was recorded)."""
+    return row.get("teacher_image_size") if METHODS[row["method"]][0] == "distill" else None
+
+
+def series_label(method: str, teacher_size: int | None) -> str:
+    return method if teacher_size is None else f"{method} ({teacher_size}-px teacher)"
+
+
+def series_order(key: tuple) -> tuple[int, int]:
+    """Sort key of a (method, teacher size) series: `METHODS` order, then the teacher's size."""
+    method, teacher_size = key
+    return list(METHODS).index(method), teacher_size or 0
 
 
 def budget_runs(args: BenchmarkArguments) -> list[tuple[int | str, int, int]]:
@@ -100,6 +117,7 @@ def run_time_to_accuracy(args: BenchmarkArguments) -> list[dict]:
             if stage == "distill":
                 teacher_dir, extra["teacher_train_s"] = shared_teacher(size, seed)
                 extra["teacher_images_seen"] = args.teacher_images_seen
+                extra["teacher_image_size"] = recipe.image_size_for("teacher")
             method_recipe = recipe.with_overrides(**overrides)
             report, wall = train(stage, run_dir / method, method_recipe, budget, size, seed, teacher_dir)
             row = {**result_row(method, size, seed, report, run_dir / method, wall, method_recipe,
@@ -120,13 +138,13 @@ def run_time_to_accuracy(args: BenchmarkArguments) -> list[dict]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def time_points(rows: Sequence[dict], default_images_seen: int) -> dict[tuple[str, str, int], dict]:
-    """(N, method, budget) -> the seeds' aggregates: minutes (mean train loop; incl. the teacher for distilled
-    students), wall minutes, macro-F1 mean / min / max, seeds, the span of their macro-F1 intervals and the mean
-    accuracy on each source."""
-    grouped: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
+def time_points(rows: Sequence[dict], default_images_seen: int) -> dict[tuple[str, str, int, int | None], dict]:
+    """(N, method, budget, teacher size of a distilled row or None) -> the seeds' aggregates: minutes (mean train
+    loop; incl. the teacher for distilled students), wall minutes, macro-F1 mean / min / max, seeds, the span of their
+    macro-F1 intervals and the mean accuracy on each source."""
+    grouped: dict[tuple[str, str, int, int | None], list[dict]] = defaultdict(list)
     for r in rows:
-        grouped[(r["train_size"], r["method"], row_images_seen(r, default_images_seen))].append(r)
+        grouped[(r["train_size"], r["method"], row_images_seen(r, default_images_seen), row_teacher_size(r))].append(r)
     points = {}
     for key, group in grouped.items():
         own = [(run_seconds(r), r.get("teacher_train_s")) for r in group]
@@ -179,9 +197,9 @@ def _ratio(point: dict, teacher: dict | None) -> str:
     return text
 
 
-def time_to_accuracy_table(points: dict[tuple[str, str, int], dict], size: str) -> str:
-    """One row per (method, budget) of training-set size `size`, methods in `METHODS` order."""
-    keys = sorted((k for k in points if k[0] == size), key=lambda k: (list(METHODS).index(k[1]), k[2]))
+def time_to_accuracy_table(points: dict[tuple[str, str, int, int | None], dict], size: str) -> str:
+    """One row per (series, budget) of training-set size `size`, methods in `METHODS` order."""
+    keys = sorted((k for k in points if k[0] == size), key=lambda k: (*series_order((k[1], k[3])), k[2]))
     sources = sorted({s for k in keys for s in points[k]["per_source_accuracy"]})
     header = (["method", "images seen", "train min", "min incl. teacher", "wall min", "min vs teacher",
                "macro-F1 mean [min–max]", "seeds", "macro-F1 95 % CIs (lowest–highest bound)"]
@@ -190,8 +208,9 @@ def time_to_accuracy_table(points: dict[tuple[str, str, int], dict], size: str) 
     for key in keys:
         p = points[key]
         f1 = f"{p['macro_f1']:.3f}" + (f" [{p['macro_f1_min']:.3f}–{p['macro_f1_max']:.3f}]" if p["seeds"] > 1 else "")
-        cells = [key[1], str(key[2]), _minutes(p["minutes"]), _minutes(p["minutes_with_teacher"]),
-                 _minutes(p["wall_minutes"]), _ratio(p, points.get((size, "teacher", key[2]))), f1, str(p["seeds"]),
+        cells = [series_label(key[1], key[3]), str(key[2]), _minutes(p["minutes"]), _minutes(p["minutes_with_teacher"]),
+                 _minutes(p["wall_minutes"]), _ratio(p, points.get((size, "teacher", key[2], None))), f1,
+                 str(p["seeds"]),
                  f"{p['ci'][0]:.3f}–{p['ci'][1]:.3f}" if p["ci"] else "n/a"]
         cells += [format_metric(p["per_source_accuracy"].get(s)) for s in sources]
         lines.append("| " + " | ".join(cells) + " |")
@@ -212,10 +231,23 @@ def time_to_accuracy_markdown(rows: Sequence[dict], args: BenchmarkArguments) ->
         "wall min: the whole run (data, the distilled students' one-off teacher-logit pass, training, evaluation). "
         "min vs teacher: train min over the `teacher` method's train min at the same budget.",
         interval_note(rows),
+        *pooled_teachers_note(rows),
     ]
     for size in sizes:
         lines += ["", f"### N = {size}", "", time_to_accuracy_table(points, size)]
     return "\n".join(lines) + "\n"
+
+
+def pooled_teachers_note(rows: Sequence[dict]) -> list[str]:
+    """A line when the rows hold teachers of more than one input size (benchmarks pooled into one summary)."""
+    distilled = {row_teacher_size(r) for r in rows} - {None}
+    teachers = {r.get("image_size") for r in rows if METHODS[r["method"]][0] == "teacher"} - {None}
+    if len(distilled | teachers) < 2:
+        return []
+    sizes = ", ".join(f"{size} px" for size in sorted(distilled | teachers))
+    own = ", ".join(f"{size} px" for size in sorted(teachers)) or "none"
+    return [f"Teachers of several input sizes are pooled here ({sizes}): a distilled row names its teacher's size; "
+            f"the `teacher` method's rows are at {own}."]
 
 
 def plot_time_to_accuracy(rows: Sequence[dict], path: Path, default_images_seen: int) -> None:
@@ -231,10 +263,13 @@ def plot_time_to_accuracy(rows: Sequence[dict], path: Path, default_images_seen:
     figure = Figure(figsize=(7 * len(sizes), 5), dpi=120)
     axes = np.atleast_1d(figure.subplots(1, len(sizes)))
     colors = matplotlib.colormaps["tab10"]
+    series = sorted({(k[1], k[3]) for k in points}, key=series_order)
     for ax, size in zip(axes, sizes, strict=True):
-        for method in (m for m in METHODS if any(k[:2] == (size, m) for k in points)):
-            index = list(METHODS).index(method)  # a method keeps its colour in every panel
-            keys = sorted(k for k in points if k[:2] == (size, method))
+        for index, (method, teacher_size) in enumerate(series):  # a series keeps its colour in every panel
+            keys = sorted((k for k in points if (k[0], k[1], k[3]) == (size, method, teacher_size)), key=lambda k: k[2])
+            if not keys:
+                continue
+            name = series_label(method, teacher_size)
             distilled = METHODS[method][0] == "distill"
             for axis_key, dashed in (("minutes_with_teacher" if distilled else "minutes", False),
                                      *((("minutes", True),) if distilled else ())):
@@ -246,7 +281,7 @@ def plot_time_to_accuracy(rows: Sequence[dict], path: Path, default_images_seen:
                 ax.errorbar([p[axis_key] for p in shown], mean, yerr=error, capsize=3, color=colors(index),
                             linestyle="--" if dashed else "-", marker="o", mfc="none" if dashed else colors(index),
                             alpha=0.6 if dashed else 1.0,
-                            label=f"{method} (student only)" if dashed else method + (" (incl. teacher)" * distilled))
+                            label=f"{name}, student only" if dashed else name + (", incl. teacher" * distilled))
             for k in keys:  # the budget of each point, next to its main marker
                 x = points[k]["minutes_with_teacher" if distilled else "minutes"]
                 if x is not None:

@@ -103,6 +103,9 @@ def test_budget_mode_trains_one_teacher_per_seed_and_every_method_at_every_budge
     for r in rows:
         teacher_s = 20.0 * 2 + r["seed"]  # the fake teacher's runtime at 2 steps
         assert r.get("teacher_train_s") == (teacher_s if r["method"].startswith("distill") else None)
+        # the students' teacher's input size: the recipe's at the benchmark's image size
+        assert r.get("teacher_image_size") == (CPU_RECIPE.image_size_for("teacher") if r["method"].startswith(
+            "distill") else None)
         assert r["train_runtime_s"] == (20.0 if r["method"] == "teacher" else 6.0) * math.ceil(r["images_seen"] / 32) \
             + r["seed"]
 
@@ -135,7 +138,8 @@ def expected_table_row(rows: list[dict], method: str, budget: int) -> str:
     lows = [r["intervals"]["macro_f1"][0] for r in group]
     highs = [r["intervals"]["macro_f1"][1] for r in group]
     sources = [np.mean([r["per_source_accuracy"][s] for r in group]) for s in ("site_a", "site_b")]
-    cells = [method, str(budget), f"{minutes:.2f}", f"{with_teacher:.2f}" if distilled else "n/a", f"{wall:.2f}",
+    label = f"{method} ({group[0]['teacher_image_size']}-px teacher)" if distilled else method
+    cells = [label, str(budget), f"{minutes:.2f}", f"{with_teacher:.2f}" if distilled else "n/a", f"{wall:.2f}",
              ratio, f"{np.mean(f1):.3f} [{min(f1):.3f}–{max(f1):.3f}]", str(len(group)),
              f"{min(lows):.3f}–{max(highs):.3f}"] + [f"{v:.3f}" for v in sources]
     return "| " + " | ".join(cells) + " |"
@@ -155,7 +159,7 @@ def test_summary_holds_the_numbers_of_the_rows_and_names_the_cpu(tmp_path, fake_
     # the rows of an older benchmark without images_seen read as its --images_seen
     legacy = {key: value for key, value in rows[0].items() if key not in ("images_seen", "cpu")}
     points = time_to_accuracy.time_points([legacy], default_images_seen=9600)
-    assert list(points) == [("all", legacy["method"], 9600)]
+    assert list(points) == [("all", legacy["method"], 9600, None)]
     assert "not recorded" in time_to_accuracy.describe_cpus([legacy])
 
 
@@ -235,3 +239,23 @@ def test_spt_only_methods_switch_on_shifted_patches_and_leave_attention_stock(tm
     assert set(students) == {"distill_spt", "baseline_spt"}
     assert all(c["spt"] is True and c["lsa"] is False for c in students.values())
     assert students["distill_spt"]["distillation_type"] == "soft" and students["baseline_spt"]["teacher"] is None
+
+
+def test_benchmarks_with_teachers_of_two_sizes_pool_into_one_summary_with_a_series_each(tmp_path, fake_training):
+    small = run_benchmark(budget_args(tmp_path / "t32", teacher_image_size=32, methods="teacher,distill_soft"))
+    large = run_benchmark(budget_args(tmp_path / "t48", teacher_image_size=48, methods="distill_soft"))
+    assert {r["teacher_image_size"] for r in small if r["method"] == "distill_soft"} == {32}
+    assert {r["teacher_image_size"] for r in large} == {48}
+    pooled = small + large
+    points = time_to_accuracy.time_points(pooled, default_images_seen=9600)
+    assert sorted(k for k in points if k[2] == 32) == [
+        ("all", "distill_soft", 32, 32), ("all", "distill_soft", 32, 48), ("all", "teacher", 32, None)]
+    assert points[("all", "distill_soft", 96, 48)]["macro_f1"] == pytest.approx(
+        np.mean([r["macro_f1"] for r in large if r["images_seen"] == 96]))
+    text = time_to_accuracy.time_to_accuracy_markdown(pooled, budget_args(tmp_path / "pooled"))
+    assert "| distill_soft (32-px teacher) | 32 | " in text and "| distill_soft (48-px teacher) | 96 | " in text
+    assert "(32 px, 48 px)" in text and "rows are at 32 px" in text
+    # one benchmark's teachers are all of one size: no pooling note
+    assert "pooled here" not in time_to_accuracy.time_to_accuracy_markdown(small, budget_args(tmp_path / "t32"))
+    time_to_accuracy.plot_time_to_accuracy(pooled, tmp_path / "pooled.png", 9600)
+    assert (tmp_path / "pooled.png").stat().st_size > 1000
