@@ -137,7 +137,7 @@ class BenchmarkArguments:
         )
 
 
-def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall: float, recipe: Recipe,
+def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall: float | None, recipe: Recipe,
                latency_repeats: int = 30) -> dict:
     overall, extra = report["overall"], report.get("extra", {})
     image_size = recipe.image_size_for(METHODS[method][0])
@@ -147,7 +147,7 @@ def result_row(method: str, size, seed: int, report: dict, model_dir: Path, wall
         "accuracy": overall["accuracy"], "macro_f1": overall["macro_f1"], "macro_auc": overall.get("macro_auc"),
         "sensitivity": {name: values.get("sensitivity") for name, values in overall.get("per_class", {}).items()},
         "per_source_accuracy": {s: v["accuracy"] for s, v in (report.get("per_source") or {}).items()},
-        "train_runtime_s": extra.get("train_runtime_s"), "wall_s": round(wall, 1),
+        "train_runtime_s": extra.get("train_runtime_s"), "wall_s": None if wall is None else round(wall, 1),
         # the teacher-logit pass of a cached distillation, outside Trainer's train loop but part of the student's cost
         "teacher_logits_s": round(sum(extra.get(key) or 0.0 for key in TEACHER_LOGIT_TIMINGS), 1),
         "train_images_per_s": extra.get("train_samples_per_second"),

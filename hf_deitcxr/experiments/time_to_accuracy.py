@@ -1,15 +1,16 @@
 """`hf-deitcxr benchmark --budgets ...`: a wall-clock axis for the benchmark (time to accuracy).
 
 Each point of the curve is a full run of its own length (its own cosine schedule), not an evaluation in the middle of
-a longer schedule: for every training-set size N, budget B (images seen), seed and method, the method is trained for
-B images into `runs/n{N}-seed{seed}-b{B}/{method}`. The distilled students of an (N, seed) all learn from one teacher
-trained once on `teacher_images_seen` images in `runs/n{N}-seed{seed}-teacher/teacher`; their rows record its
-training time (`teacher_train_s`), so that they can be charged with it. The `teacher` method's own points are teachers
-trained at each budget. Rows go to `results.jsonl` with `images_seen` and the CPU they were timed on (`cpu`); a
+a longer schedule: for every training-set size N, budget B (images seen), seed and method, the method is trained for B
+images into `runs/n{N}-seed{seed}-b{B}/{method}`. The distilled students of an (N, seed) all learn from one teacher
+trained once on `teacher_images_seen` images in `runs/n{N}-seed{seed}-teacher/teacher`; their rows record its training
+time (`teacher_train_s`), so that they can be charged with it. The `teacher` method's own points are teachers trained
+at each budget; at `teacher_images_seen` that is the students' teacher itself (the same recipe, data and seed: trained
+once, recorded for both). Rows go to `results.jsonl` with `images_seen` and the CPU they were timed on (`cpu`); a
 rerun skips the (N, budget, seed, method) already there. A distilled row records its teacher's input size
-(`teacher_image_size`), so that the results of benchmarks with different teachers can be pooled into one summary:
-each (method, teacher size) is a series of its own. The summary is `time_to_accuracy.md` (a row per method and
-budget) and `time_to_accuracy.png` (macro-F1 vs training minutes).
+(`teacher_image_size`), so that the results of benchmarks with different teachers can be pooled into one summary: each
+(method, teacher size) is a series of its own. The summary is `time_to_accuracy.md` (a row per method and budget) and
+`time_to_accuracy.png` (macro-F1 vs training minutes).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def run_time_to_accuracy(args: BenchmarkArguments) -> list[dict]:
     done = {budget_key(r, args.images_seen) for r in read_results(results_file)}
     recipe, cpu = args.recipe(), cpu_description()
     cache = args.pixel_cache_dir or str(root / "pixel_cache")
-    teacher_seconds: dict[tuple[int | str, int], float | None] = {}
+    teachers: dict[tuple[int | str, int], tuple[dict, float | None]] = {}
 
     def train(stage: str, output_dir: Path, method_recipe: Recipe, images_seen: int, size, seed: int,
               teacher_dir: Path | None = None) -> tuple[dict, float]:
@@ -92,19 +93,23 @@ def run_time_to_accuracy(args: BenchmarkArguments) -> list[dict]:
         report = run_training(*arguments)
         return report, time.perf_counter() - start
 
-    def shared_teacher(size, seed: int) -> tuple[Path, float | None]:
-        """The (N, seed) teacher of the distilled students, trained on first use; its train_runtime_s."""
+    def shared_teacher(size, seed: int) -> tuple[Path, dict, float | None]:
+        """The (N, seed) teacher of the distilled students, trained on first use: its folder, report and the wall
+        seconds of its run (kept beside it, for the `teacher` row of the same budget; None if not recorded)."""
         teacher_dir = root / "runs" / f"n{size}-seed{seed}-teacher" / "teacher"
-        if (size, seed) not in teacher_seconds:
+        wall_file = teacher_dir.parent / "wall.json"
+        if (size, seed) not in teachers:
             metrics = teacher_dir / "metrics.json"  # written once the run is complete
             if metrics.is_file():
                 report = json.loads(metrics.read_text())
+                wall = json.loads(wall_file.read_text())["wall_s"] if wall_file.is_file() else None
             else:
                 report, wall = train("teacher", teacher_dir, recipe, args.teacher_images_seen, size, seed)
+                wall_file.write_text(json.dumps({"wall_s": wall}))
                 print(f"[benchmark] N={size} seed={seed} teacher of the students ({args.teacher_images_seen} images): "
                       f"macro-F1 {report['overall']['macro_f1']:.3f}, {wall:.0f} s", flush=True)
-            teacher_seconds[(size, seed)] = report.get("extra", {}).get("train_runtime_s")
-        return teacher_dir, teacher_seconds[(size, seed)]
+            teachers[(size, seed)] = report, wall
+        return teacher_dir, *teachers[(size, seed)]
 
     for size, budget, seed in budget_runs(args):
         run_dir = root / "runs" / f"n{size}-seed{seed}-b{budget}"
@@ -115,13 +120,19 @@ def run_time_to_accuracy(args: BenchmarkArguments) -> list[dict]:
             extra = {"images_seen": budget, "cpu": cpu}
             teacher_dir = None
             if stage == "distill":
-                teacher_dir, extra["teacher_train_s"] = shared_teacher(size, seed)
+                teacher_dir, teacher_report, _ = shared_teacher(size, seed)
+                extra["teacher_train_s"] = teacher_report.get("extra", {}).get("train_runtime_s")
                 extra["teacher_images_seen"] = args.teacher_images_seen
                 extra["teacher_image_size"] = recipe.image_size_for("teacher")
             method_recipe = recipe.with_overrides(**overrides)
-            report, wall = train(stage, run_dir / method, method_recipe, budget, size, seed, teacher_dir)
-            row = {**result_row(method, size, seed, report, run_dir / method, wall, method_recipe,
-                                args.latency_repeats), **extra}
+            if method == "teacher" and budget == args.teacher_images_seen:
+                model_dir, report, wall = shared_teacher(size, seed)
+                extra["students_teacher"] = True
+            else:
+                model_dir = run_dir / method
+                report, wall = train(stage, model_dir, method_recipe, budget, size, seed, teacher_dir)
+            row = {**result_row(method, size, seed, report, model_dir, wall, method_recipe, args.latency_repeats),
+                   **extra}
             with results_file.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
             logger.info("N=%s budget=%s seed=%s %s: macro-F1 %.3f (%.0f s)", size, budget, seed, method,

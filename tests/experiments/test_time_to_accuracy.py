@@ -259,3 +259,27 @@ def test_benchmarks_with_teachers_of_two_sizes_pool_into_one_summary_with_a_seri
     assert "pooled here" not in time_to_accuracy.time_to_accuracy_markdown(small, budget_args(tmp_path / "t32"))
     time_to_accuracy.plot_time_to_accuracy(pooled, tmp_path / "pooled.png", 9600)
     assert (tmp_path / "pooled.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("methods", ["teacher,distill_soft", "distill_soft,teacher"])
+def test_the_teacher_row_at_the_students_teacher_budget_is_that_teacher_trained_once(tmp_path, fake_training, methods):
+    out = tmp_path / "bench"
+    rows = run_benchmark(budget_args(out, budgets="32,64", seeds="0", methods=methods))
+    teacher_calls = [c for c in fake_training if c["stage"] == "teacher"]
+    shared = str(out / "runs" / "nall-seed0-teacher" / "teacher")
+    # the 32-image teacher and the students' 64-image teacher, nothing at 64 twice
+    assert sorted((c["dir"], c["steps"]) for c in teacher_calls) == sorted(
+        [(str(out / "runs" / "nall-seed0-b32" / "teacher"), 1), (shared, 2)])
+    (row,) = [r for r in rows if r["method"] == "teacher" and r["images_seen"] == 64]
+    report = json.loads((Path(shared) / "metrics.json").read_text())
+    assert row["macro_f1"] == report["overall"]["macro_f1"] and row["students_teacher"] is True
+    assert row["train_runtime_s"] == report["extra"]["train_runtime_s"] and row["wall_s"] is not None
+    students = [r for r in rows if r["method"] == "distill_soft"]
+    assert {r["teacher_train_s"] for r in students} == {row["train_runtime_s"]}
+    # a later process finds the 64-image teacher (and its wall time) on disk: it trains only the 32-image one
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if r["method"] != "teacher"))
+    fake_training.clear()
+    again = run_benchmark(budget_args(out, budgets="32,64", seeds="0", methods=methods))
+    assert [c["dir"] for c in fake_training] == [str(out / "runs" / "nall-seed0-b32" / "teacher")]
+    (row_again,) = [r for r in again if r["method"] == "teacher" and r["images_seen"] == 64]
+    assert row_again["wall_s"] == row["wall_s"] and row_again["macro_f1"] == row["macro_f1"]
