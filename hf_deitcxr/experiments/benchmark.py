@@ -2,7 +2,8 @@
 
 For every training-set size N (patient-level stratified subsets) and seed, it trains the DenseNet-121 teacher,
 then a DeiT-tiny without teacher (`baseline`), and DeiT-tiny with hard and with soft distillation from that
-teacher; all at the same resolution and the same budget (images seen = optimiser steps x batch, whatever N), and
+teacher; all at the same resolution and the same budget (images seen = optimiser steps x batch, whatever N; the
+teacher's own with `--teacher_images_seen`, as the quickstart trains it on 4800 images and its student on 9600), and
 evaluates each on the full validation split. Results go to `<output_dir>/results.jsonl` (one line a run; a rerun
 skips runs already there, so an interrupted benchmark continues), `benchmark.md` (tables) and
 `data_efficiency.png` (macro-F1 vs N, one line per method).
@@ -88,7 +89,8 @@ def run_benchmark(args: BenchmarkArguments) -> list[dict]:
             if method == "teacher" and (teacher_dir / "metrics.json").is_file() and "teacher" not in methods:
                 continue
             arguments = stage_arguments(
-                stage, args.dataset, run_dir / method, method_recipe, images_seen=args.images_seen,
+                stage, args.dataset, run_dir / method, method_recipe,
+                images_seen=args.teacher_images_seen if stage == "teacher" else args.images_seen,
                 train_subset=None if size == ALL else size, subset_seed=seed, seed=seed, teacher_dir=teacher_dir,
                 pixel_cache_dir=cache, progress_bars=False, cv_folds=args.cv_folds, fold=fold,
                 cv_pool=args.cv_pool,
@@ -141,7 +143,9 @@ def summary_markdown(results: Sequence[dict], args: BenchmarkArguments) -> str:
     evaluation = ("evaluation on the full validation split." if args.cv_folds is None else
                   f"evaluation on each held-out fold of a {args.cv_folds}-fold patient-grouped, class-stratified "
                   f"cross-validation of {args.cv_pool} (folds seeded by the seed; N drawn from each fold's rest).")
-    budget = (f"Budget: {args.images_seen} training images seen per run, {args.input_sizes_note()}, "
+    teacher_budget = ("" if args.teacher_images_seen == args.images_seen else
+                      f" ({args.teacher_images_seen} for the teacher)")
+    budget = (f"Budget: {args.images_seen} training images seen per run{teacher_budget}, {args.input_sizes_note()}, "
               f"{evaluation}")
     lines = [budget, interval_note(results), ""]
     if args.cv_folds is not None:

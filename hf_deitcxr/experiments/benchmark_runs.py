@@ -15,6 +15,7 @@ import torch
 
 from ..data.cross_validation import CV_POOLS, DEFAULT_CV_POOL, check_fold_arguments
 from ..metrics.intervals import SUMMARY_KEYS, format_interval, interval_bounds
+from .quickstart import QUICKSTART_IMAGES_SEEN
 from .recipe import CPU_RECIPE, Recipe
 
 # The small-data ViT changes of Lee et al. (2021): shifted patch tokenization and locality self-attention.
@@ -60,8 +61,10 @@ class BenchmarkArguments:
                                 "mode, each (N, budget, seed, method) its own full run, every seed at every N, "
                                 "distilled students from one teacher per (N, seed); default: one run of "
                                 "--images_seen per (N, seed, method)"})
-    teacher_images_seen: int = field(
-        default=4800, metadata={"help": "With --budgets: the budget of the teacher the distilled students learn from"})
+    teacher_images_seen: int | None = field(
+        default=None, metadata={"help": "The budget of the teacher the distilled students learn from (without "
+                                "--budgets also the `teacher` method's); default: with --budgets the quickstart "
+                                "teacher's 4800, without them --images_seen (every run alike)"})
     image_size: int = field(default=CPU_RECIPE.image_size, metadata={"help": "The students' input size"})
     teacher_image_size: int | None = field(
         default=None, metadata={"help": "The teachers' input size (default: the recipe's teacher size at the "
@@ -84,6 +87,9 @@ class BenchmarkArguments:
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
         self.size_list  # noqa: B018 - validates the sizes early
+        if self.teacher_images_seen is None:
+            budget_mode = self.budgets is not None
+            self.teacher_images_seen = QUICKSTART_IMAGES_SEEN["teacher"] if budget_mode else self.images_seen
         if self.images_seen <= 0 or self.teacher_images_seen <= 0:
             raise ValueError("images_seen and teacher_images_seen must be positive")
         self.budget_list  # noqa: B018 - validates the budgets early

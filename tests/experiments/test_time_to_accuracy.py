@@ -283,3 +283,15 @@ def test_the_teacher_row_at_the_students_teacher_budget_is_that_teacher_trained_
     assert [c["dir"] for c in fake_training] == [str(out / "runs" / "nall-seed0-b32" / "teacher")]
     (row_again,) = [r for r in again if r["method"] == "teacher" and r["images_seen"] == 64]
     assert row_again["wall_s"] == row["wall_s"] and row_again["macro_f1"] == row["macro_f1"]
+
+
+def test_single_budget_mode_trains_the_teacher_for_its_own_budget_when_given(tmp_path, fake_training):
+    out = tmp_path / "bench"
+    args = BenchmarkArguments(dataset="data", output_dir=str(out), methods="teacher,distill_soft", train_sizes="all",
+                              seeds="0", images_seen=96, teacher_images_seen=32)
+    run_benchmark(args)
+    assert [(c["stage"], c["steps"]) for c in fake_training] == [("teacher", 1), ("distill", 3)]
+    assert "Budget: 96 training images seen per run (32 for the teacher), " in (out / "benchmark.md").read_text()
+    # by default every run of this mode has --images_seen, the teacher too; with --budgets the quickstart teacher's
+    assert BenchmarkArguments(dataset="x", images_seen=96).teacher_images_seen == 96
+    assert BenchmarkArguments(dataset="x", budgets="96").teacher_images_seen == 4800
