@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import confusion_matrix
 
 from hf_deitcxr.data import load_radiograph_dataset
 from hf_deitcxr.evaluation import model_on_split, predict_probabilities
+from hf_deitcxr.experiments.loso_report import confusion_cells
 
 
 def confusions(loso_dir: Path, cache: str | None) -> list[str]:
@@ -35,14 +36,13 @@ def confusions(loso_dir: Path, cache: str | None) -> list[str]:
             for role, entry, metrics in (("teacher", run, row), ("student", run.get("student"), row.get("student"))):
                 if entry is None:
                     continue
-                stored = metrics[side_key]["heldout"].get("confusion")
-                if stored is not None:
-                    counts = Counter({(t, p): n for t, line in enumerate(stored) for p, n in enumerate(line) if n})
-                else:
+                confusion = metrics[side_key]["heldout"].get("confusion")
+                if confusion is None:
                     loaded = model_on_split(entry["dir"], split, cache_dir=cache)
                     predicted = predict_probabilities(loaded.model, loaded.data, loaded.collator(), 64).argmax(axis=1)
-                    counts = Counter(zip(labels[held_out].tolist(), predicted[held_out].tolist(), strict=True))
-                cells = ", ".join(f"{names[t]}→{names[p]} {n}" for (t, p), n in sorted(counts.items()))
+                    confusion = confusion_matrix(labels[held_out], predicted[held_out],
+                                                 labels=range(len(names))).tolist()
+                cells = confusion_cells(confusion, names)
                 side = "with it" if run_name == "all" else "without it"
                 lines.append(f"| seed {args['seed']} | {row['heldout_source']} | {role}, trained {side} | {cells} |")
     return lines

@@ -89,10 +89,14 @@ def _answers_section(result: dict[str, Any]) -> list[str]:
                 confusion = model[side]["heldout"].get("confusion")
                 if confusion is None:  # a loso.json of before the counts
                     continue
-                cells = ", ".join(f"{names[t]}→{names[p]} {n}" for t, counts in enumerate(confusion)
-                                  for p, n in enumerate(counts) if n)
-                lines.append(f"| {row['heldout_source']} | {role}, {label} | {cells} |")
+                lines.append(f"| {row['heldout_source']} | {role}, {label} | {confusion_cells(confusion, names)} |")
     return lines if len(lines) > 5 else []
+
+
+def confusion_cells(confusion: list[list[int]], label_names: list[str]) -> str:
+    """'normal→covid 3, normal→normal 9': the non-zero cells of a confusion matrix (rows true), row by row."""
+    return ", ".join(f"{label_names[t]}→{label_names[p]} {n}" for t, counts in enumerate(confusion)
+                     for p, n in enumerate(counts) if n)
 
 
 def _constant_line(row: dict[str, Any]) -> str:
@@ -128,4 +132,4 @@ def _signed(estimate: float, bounds: list[float] | None) -> str:
     return f"{estimate:+.3f} ({bounds[0]:+.3f} to {bounds[1]:+.3f})"
 
 
-__all__ = ["loso_markdown"]
+__all__ = ["confusion_cells", "loso_markdown"]
