@@ -208,7 +208,8 @@ def test_small_data_methods_train_for_real_with_spt_and_lsa(tmp_path, capsys):
             "--train_sizes", "all", "--methods", "baseline_small_data,distill_small_data",
             "--teacher_images_seen", "32", "--image_size", "32", "--latency_repeats", "1"]
     assert main(argv) == 0
-    assert "| distill_small_data | 32 |" in capsys.readouterr().out  # the summary is printed
+    teacher_size = CPU_RECIPE.at_size(32).image_size_for("teacher")  # a distilled series names its teacher's size
+    assert f"| distill_small_data ({teacher_size}-px teacher) | 32 |" in capsys.readouterr().out  # summary printed
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["method"] for r in rows) == ["baseline_small_data", "distill_small_data"]
     teacher_dir = out / "runs" / "nall-seed0-teacher" / "teacher"
