@@ -49,10 +49,10 @@ from .recipe import stage_arguments
 logger = logging.getLogger(__name__)
 
 def planned_runs(args: BenchmarkArguments) -> list[tuple[int | str, int]]:
-    """(N, seed) pairs: every seed below `multi_seed_below`, the first seed above it."""
+    """(N, seed) pairs: every seed below `multi_seed_below` (and at N=all with `every_seed_at_all`), else the first."""
     runs = []
     for size in args.size_list:
-        small = size != ALL and size < args.multi_seed_below
+        small = args.every_seed_at_all if size == ALL else size < args.multi_seed_below
         runs.extend((size, seed) for seed in (args.seed_list if small else args.seed_list[:1]))
     return runs
 

@@ -55,6 +55,10 @@ class BenchmarkArguments:
         default=1000, metadata={"help": "N below this runs every seed; larger N run the first seed only "
                                 "(without --budgets)"}
     )
+    every_seed_at_all: bool = field(
+        default=False, metadata={"help": "Run every seed at N=all too (default: the first seed only; without "
+                                 "--budgets)"}
+    )
     images_seen: int = field(default=9600, metadata={"help": "Training budget of every run, in images"})
     budgets: str | None = field(
         default=None, metadata={"help": "Comma-separated images-seen budgets, e.g. 4800,9600,20000: time-to-accuracy "

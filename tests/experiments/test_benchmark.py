@@ -27,6 +27,12 @@ def test_planned_runs_use_every_seed_only_for_small_sizes():
     assert planned_runs(args) == [(250, 0), (250, 1), (500, 0), (500, 1), (1000, 0), ("all", 0)]
 
 
+def test_every_seed_at_all_adds_the_full_split_seeds():
+    args = BenchmarkArguments(dataset="x", train_sizes="250,all", seeds="0,1,2", multi_seed_below=100,
+                              every_seed_at_all=True)
+    assert planned_runs(args) == [(250, 0), ("all", 0), ("all", 1), ("all", 2)]
+
+
 @pytest.mark.parametrize("bad", [dict(methods="teacher,vit"), dict(train_sizes="100,-5"), dict(images_seen=0)])
 def test_bad_benchmark_arguments_are_refused(bad):
     with pytest.raises(ValueError):
