@@ -156,7 +156,45 @@ def summary_markdown(results: Sequence[dict], args: BenchmarkArguments) -> str:
               "### Data efficiency (macro-F1)", "", "One run: value (95 % interval). Several seeds or folds: their "
               "mean [min–max over the runs], how many, and the lowest to highest bound of their 95 % intervals.",
               "", curve_table(results)]
+    gaps = gap_table(results)
+    if gaps:
+        lines += ["", "### Distillation's gain and the teacher's lead (macro-F1, paired by seed)", "",
+                  "Differences within a seed (and fold): the distilled student minus the baseline trained on the same "
+                  "subset, and the teacher minus the student it taught; mean [min–max over the pairs], how many.",
+                  "", gaps]
     return "\n".join(lines) + "\n"
+
+
+def paired_differences(results: Sequence[dict], minuend: str, subtrahend: str, size: str) -> list[float]:
+    """macro-F1 of `minuend` minus `subtrahend` at N = `size`, one value per (seed, fold) that ran both."""
+    scores = {(r["method"], r["seed"], r.get("fold")): r["macro_f1"] for r in results if r["train_size"] == size}
+    return [value - scores[(subtrahend, seed, fold)] for (method, seed, fold), value in sorted(
+        scores.items(), key=lambda item: (item[0][1], item[0][2] or 0))
+        if method == minuend and (subtrahend, seed, fold) in scores]
+
+
+def gap_table(results: Sequence[dict]) -> str:
+    """Per N and distilled method: its gain over `baseline` and the `teacher`'s lead over it ('' if none ran)."""
+    sizes = sorted({r["train_size"] for r in results}, key=size_key)
+    ran = {r["method"] for r in results}
+    students = [m for m in METHODS if METHODS[m][0] == "distill" and m in ran]
+    lines = []
+    for size, student in itertools.product(sizes, students):
+        gain = paired_differences(results, student, "baseline", size)
+        lead = paired_differences(results, "teacher", student, size)
+        if gain or lead:
+            lines.append(f"| {size} | {student} | {difference_cell(gain)} | {difference_cell(lead)} |")
+    if not lines:
+        return ""
+    return "\n".join(["| N | distilled | distilled − baseline | teacher − distilled |", "|---|---|---|---|", *lines])
+
+
+def difference_cell(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:+.3f} (1 pair)"
+    return f"{np.mean(values):+.3f} [{min(values):+.3f} to {max(values):+.3f}], {len(values)} pairs"
 
 
 CV_KEYS = ("accuracy", "macro_f1", "macro_auc")

@@ -12,6 +12,7 @@ from hf_deitcxr.experiments.benchmark import (
     curve_cell,
     curve_points,
     full_table,
+    gap_table,
     planned_runs,
     summary_markdown,
 )
@@ -75,6 +76,19 @@ def test_benchmark_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     assert "[benchmark] N=" not in capsys.readouterr().out
     assert len((out / "results.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_gap_table_pairs_each_student_with_the_baseline_and_teacher_of_its_own_seed():
+    rows = [bench_row("teacher", 0, 0.80, None, "24"), bench_row("teacher", 1, 0.90, None, "24"),
+            bench_row("baseline", 0, 0.50, None, "24"), bench_row("baseline", 1, 0.70, None, "24"),
+            bench_row("distill_soft", 0, 0.60, None, "24"), bench_row("distill_soft", 1, 0.65, None, "24"),
+            bench_row("distill_soft", 0, 0.70, None), bench_row("teacher", 0, 0.75, None)]
+    table = gap_table(rows)
+    # seed 0: +0.10 and +0.20; seed 1: -0.05 and +0.25 (not the difference of the means alone)
+    assert "| 24 | distill_soft | +0.025 [-0.050 to +0.100], 2 pairs | +0.225 [+0.200 to +0.250], 2 pairs |" in table
+    assert "| all | distill_soft | n/a | +0.050 (1 pair) |" in table
+    assert gap_table([bench_row("teacher", 0, 0.8, None)]) == ""
+    assert "paired by seed" in summary_markdown(rows, BenchmarkArguments(dataset="x"))
 
 
 def bench_row(method: str, seed: int, macro_f1: float, bounds: list[float] | None, size: str = "all") -> dict:
