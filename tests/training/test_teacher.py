@@ -21,6 +21,7 @@ from hf_deitcxr.data.input_spec import InputSpec
 from hf_deitcxr.training.teacher import FrozenTeacher, TeacherInputAdapter
 from hf_deitcxr.training.trainer import DistillationTrainer
 from tests.helpers.tiny_models import LABELS, tiny_deit_kwargs
+from tests.helpers.tolerances import SAME_FORWARD
 
 SIZE = 32
 STUDENT_SPEC = InputSpec.create([0.5], [0.25], 3, SIZE)
@@ -100,7 +101,7 @@ def test_teacher_sees_the_students_augmented_batch_through_its_adapter(tmp_path)
         assert step["teacher_logits"] is not None, "the student's distillation head must get the teacher's logits"
         with torch.no_grad():
             expected = teacher.model(pixel_values=teacher_input).logits.float()
-        torch.testing.assert_close(step["teacher_logits"], expected, rtol=0, atol=0)
+        torch.testing.assert_close(step["teacher_logits"], expected, **SAME_FORWARD)
     # The batches were augmented: no student input equals the plain collation of any training image.
     plain = collator(augment=False)([images()[i] for i in range(len(images()))])["pixel_values"]
     for step in received:
@@ -116,12 +117,12 @@ def test_cached_teacher_logits_equal_online_ones(tmp_path):
                                          generator=torch.Generator().manual_seed(0))
     cache = teacher.cache_logits(loader, len(data))
     batch = collator(False, True)([data[i] for i in range(len(data))])
-    torch.testing.assert_close(cache, teacher.online_logits(batch["pixel_values"]), rtol=0, atol=0)
+    torch.testing.assert_close(cache, teacher.online_logits(batch["pixel_values"]), **SAME_FORWARD)
 
     received = distill(teacher, collator(augment=False, return_indices=True), tmp_path)
     for step in received:
-        torch.testing.assert_close(step["teacher_logits"], teacher.online_logits(step["pixel_values"]), rtol=0,
-                                   atol=0)
+        torch.testing.assert_close(step["teacher_logits"], teacher.online_logits(step["pixel_values"]),
+                                   **SAME_FORWARD)
     with pytest.raises(ValueError, match="sample_index"):
         teacher(batch["pixel_values"])
 
@@ -141,11 +142,11 @@ def test_processed_variants_are_taught_with_their_own_or_the_originals_logits(ta
     batch = collator(False, True)([data[i] for i in range(len(data))])
     online = teacher.online_logits(batch["pixel_values"])
     assert teacher.logit_cache.shape == online.shape
-    torch.testing.assert_close(teacher.logit_cache[:6], online[:6], rtol=0, atol=0)
+    torch.testing.assert_close(teacher.logit_cache[:6], online[:6], **SAME_FORWARD)
     if targets == "own":
-        torch.testing.assert_close(teacher.logit_cache[6:], online[6:], rtol=0, atol=0)
+        torch.testing.assert_close(teacher.logit_cache[6:], online[6:], **SAME_FORWARD)
     else:
-        torch.testing.assert_close(teacher.logit_cache[6:], online[:6], rtol=0, atol=0)
+        torch.testing.assert_close(teacher.logit_cache[6:], online[:6], **SAME_FORWARD)
         assert not torch.allclose(online[6:], online[:6])
 
 

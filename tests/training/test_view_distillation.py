@@ -31,6 +31,7 @@ from hf_deitcxr.training.trainer import DistillationTrainer
 from tests.helpers.standins import save_cxr_standins
 from tests.helpers.synthetic import write_imagefolder
 from tests.helpers.tiny_models import LABELS, tiny_deit_kwargs
+from tests.helpers.tolerances import SAME_FORWARD
 
 SIZE = 32
 STUDENT_SPEC = InputSpec.create([0.5], [0.25], 3, SIZE)
@@ -75,7 +76,7 @@ def test_cached_view_logits_equal_online_logits_and_are_looked_up_by_view_and_sa
     for view in range(3):
         everything = torch.arange(12)
         online = teacher.online_logits(views.pixel_values(torch.full_like(everything, view), everything))
-        torch.testing.assert_close(cache[view], online, rtol=0, atol=0)
+        torch.testing.assert_close(cache[view], online, **SAME_FORWARD)
     assert not torch.equal(cache[0], cache[1])  # the views differ, so do their logits
 
     view_index, sample_index = torch.tensor([2, 0, 1]), torch.tensor([4, 4, 11])
@@ -111,7 +112,7 @@ def test_the_student_trains_on_bank_views_with_their_cached_teacher_logits(tmp_p
     for pixel_values, teacher_logits in received:
         assert teacher_logits is not None
         # the cached logits are the teacher's on exactly the student's pixels
-        torch.testing.assert_close(teacher_logits, teacher.online_logits(pixel_values), rtol=0, atol=0)
+        torch.testing.assert_close(teacher_logits, teacher.online_logits(pixel_values), **SAME_FORWARD)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
