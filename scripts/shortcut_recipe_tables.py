@@ -1,10 +1,10 @@
 """Before/after tables of two training recipes over seeds, from `scripts/measure_shortcut_recipe.sh` folders.
 
 Each folder holds one seed: `teacher/`, `distill/` (metrics.json), `audit_teacher/`, `audit_distill/` (audit.json)
-and `loso/` (loso.json). Prints markdown: perturbation agreement per source (mean over seeds, the worst seed in
-brackets), in-distribution validation metrics per seed with their 95 % intervals, leave-one-source-out accuracy per
-seed, and each recipe's verdict against the issue's bar (agreement >= 0.95 on every source; in-distribution macro-F1
-not more than 0.01 below the first recipe's).
+and `loso/` (loso.json); with `--models distill`, only `distill/` and `audit_distill/`. Prints markdown: perturbation
+agreement per source (mean over seeds, the worst seed in brackets), in-distribution validation metrics per seed with
+their 95 % intervals, leave-one-source-out accuracy per seed (with the teacher), and each recipe's verdict against the
+issue's bar (agreement >= 0.95 on every source; in-distribution macro-F1 not more than 0.01 below the first recipe's).
 
     python scripts/shortcut_recipe_tables.py --before runs/before/s0 runs/before/s1 runs/before/s2 \
         --after runs/after/s0 runs/after/s1 runs/after/s2
@@ -109,11 +109,14 @@ def probe_line(recipes: dict[str, list[Path]], model: str) -> str:
     return "Source-probe AUC per seed (all images): " + "; ".join(parts) + "."
 
 
-def report(recipes: dict[str, list[Path]]) -> str:
+def report(recipes: dict[str, list[Path]], models: Sequence[str] = tuple(MODELS)) -> str:
+    """The tables of `models` (a subset of MODELS' keys); leave-one-source-out only with the teacher, whose runs it
+    reports: a comparison of students that share their teachers needs neither."""
     names = list(recipes)
     out = [f"Recipes: {' → '.join(names)}; seeds per recipe: "
            + ", ".join(f"{name} {len(folders)}" for name, folders in recipes.items()) + "."]
-    for model, title in MODELS.items():
+    for model in models:
+        title = MODELS[model]
         agreement, cell_means = agreement_table(recipes, model)
         in_distribution, mean_f1 = in_distribution_table(recipes, model)
         out += ["", f"### {title}: perturbation agreement per source, mean over seeds [worst seed]"
@@ -128,7 +131,8 @@ def report(recipes: dict[str, list[Path]]) -> str:
                        f"({'meets' if cells.min() >= AGREEMENT_BAR else 'misses'} the bar); mean macro-F1 "
                        f"{mean_f1[name]:.3f} ({f1_gap:+.3f} vs {names[0]}; "
                        f"{'within' if f1_gap >= -MACRO_F1_TOLERANCE else 'outside'} {MACRO_F1_TOLERANCE}).")
-    out += ["", "### Leave-one-source-out (teacher)", "", loso_table(recipes)]
+    if "teacher" in models:
+        out += ["", "### Leave-one-source-out (teacher)", "", loso_table(recipes)]
     return "\n".join(out) + "\n"
 
 
@@ -137,8 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--before", nargs="+", type=Path, required=True, help="one folder per seed, first recipe")
     parser.add_argument("--after", nargs="+", type=Path, required=True, help="one folder per seed, second recipe")
     parser.add_argument("--names", nargs=2, default=["before", "after"], help="the two recipes' names")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                        help="whose tables (distill alone: students that share their teachers; no LOSO then)")
     args = parser.parse_args(argv)
-    print(report({args.names[0]: args.before, args.names[1]: args.after}))
+    print(report({args.names[0]: args.before, args.names[1]: args.after}, args.models))
     return 0
 
 
