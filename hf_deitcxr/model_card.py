@@ -155,8 +155,10 @@ def split_description(data_args: dict, metrics: dict, is_cxr3: bool) -> str:
     extra = metrics.get("extra") or {}
     if extra.get("num_train_images"):
         subset = data_args.get("train_subset")
+        samples = extra.get("num_train_samples")
         lines.append(f"- Training images: {extra['num_train_images']}"
-                     + (f" (patient-level, class-stratified subset; `train_subset={subset}`)." if subset else "."))
+                     + (f" (patient-level, class-stratified subset; `train_subset={subset}`)" if subset else "")
+                     + (f"; {samples} training samples with their processed variants." if samples else "."))
     if metrics:
         lines.append(f"- Evaluation images ({extra.get('eval_split', 'validation')}): "
                      f"{metrics['overall'].get('num_examples')}.")

@@ -71,8 +71,11 @@ class LosoArguments:
         "help": "Acquisition/processing augmentation in every run"})
     framing_augment: bool = field(default=CPU_RECIPE.framing_augment, metadata={
         "help": "Wider random crops in every run"})
-    processing_variants: int = field(default=CPU_RECIPE.processing_variants, metadata={
-        "help": "Processed variants of every training image in every run (0: off)"})
+    processing_variants: int = field(default=CPU_RECIPE.teacher_processing_variants, metadata={
+        "help": "Processed variants of every training image in every teacher run (0: off)"})
+    student_processing_variants: int = field(default=CPU_RECIPE.processing_variants, metadata={
+        "help": "Processed variants of every training image in every student run (0: off; their distillation "
+                "targets are the recipe's `variant_targets`)"})
     students: bool = field(default=False, metadata={
         "help": "Also distil a student from each run's teacher (same exclusion; the recipe's distill stage at its own "
                 "input size, budget `student_images_seen`)"})
@@ -86,6 +89,16 @@ class LosoArguments:
             raise ValueError(f"student_images_seen must be positive, got {self.student_images_seen}")
         if self.balancing not in BALANCING:
             raise ValueError(f"balancing must be one of {BALANCING}, got {self.balancing!r}")
+
+    def recipe(self) -> Recipe:
+        """`CPU_RECIPE` with these options; `image_size` is the teacher's, a student keeps the recipe's own."""
+        return CPU_RECIPE.with_overrides(teacher_image_size=self.image_size, balancing=self.balancing,
+                                         teacher_batch_size=self.batch_size,
+                                         intensity_normalization=self.intensity_normalization,
+                                         remove_border=self.remove_border, acquisition_augment=self.acquisition_augment,
+                                         framing_augment=self.framing_augment,
+                                         teacher_processing_variants=self.processing_variants,
+                                         processing_variants=self.student_processing_variants)
 
     @property
     def holdout_list(self) -> list[str]:
@@ -130,13 +143,7 @@ def run_loso(args: LosoArguments) -> dict[str, Any]:
     if missing:
         raise ValueError(f"held-out source(s) {missing} have no {args.eval_split} images to test on")
 
-    # `image_size` is the teacher's; the student keeps the recipe's own `image_size`
-    recipe = CPU_RECIPE.with_overrides(teacher_image_size=args.image_size, balancing=args.balancing,
-                                       teacher_batch_size=args.batch_size,
-                                       intensity_normalization=args.intensity_normalization,
-                                       remove_border=args.remove_border, acquisition_augment=args.acquisition_augment,
-                                       framing_augment=args.framing_augment,
-                                       processing_variants=args.processing_variants)
+    recipe = args.recipe()
     runs: dict[str, dict[str, Any]] = {}
     for run_name in [ALL_SOURCES, *holdouts]:
         suffix = ALL_SOURCES if run_name == ALL_SOURCES else f"without-{run_name}"

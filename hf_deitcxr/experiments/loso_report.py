@@ -19,6 +19,12 @@ TABLE_HEADER = [
 ]
 
 
+def _student_variants_text(args: dict[str, Any]) -> str:
+    # before the per-stage field, a run's students had the teachers' variants
+    variants = args.get("student_processing_variants", args.get("processing_variants", 0))
+    return f" (the students': {variants})" if args.get("students") else ""
+
+
 def loso_markdown(result: dict[str, Any]) -> str:
     args = result["arguments"]
     lines = [
@@ -26,8 +32,8 @@ def loso_markdown(result: dict[str, Any]) -> str:
         f"{args['image_size']} px, balancing `{args['balancing']}`, intensity normalisation "
         f"`{args.get('intensity_normalization', 'none')}`, border removal {args.get('remove_border', False)}, "
         f"acquisition augmentation {args.get('acquisition_augment', False)}, framing augmentation "
-        f"{args.get('framing_augment', False)}, processed variants {args.get('processing_variants', 0)}, "
-        f"seed {args['seed']}; evaluated on the "
+        f"{args.get('framing_augment', False)}, processed variants {args.get('processing_variants', 0)}"
+        f"{_student_variants_text(args)}, seed {args['seed']}; evaluated on the "
         f"`{args['eval_split']}` split. Accuracy: value (95 % patient-bootstrap interval, {args['num_resamples']} "
         "resamples); macro-F1 over the classes present in the evaluated images. In-distribution: the run with every "
         "source on all evaluation images; the run without the source on the images of the sources it was trained on.",

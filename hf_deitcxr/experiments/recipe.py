@@ -56,12 +56,16 @@ class Recipe:
     remove_border: bool = True
     acquisition_augment: bool = False
     framing_augment: bool = True
-    # Processed variants of every training image for both stages (`data.processing_augmentation`): acquisition and
-    # processing changes applied before the preprocessing, which the batch augmentation cannot imitate; 0 = off.
-    processing_variants: int = 0
+    # Processed variants of every training image (`data.processing_augmentation`): acquisition and processing changes
+    # applied before the preprocessing, which the batch augmentation cannot imitate; 0 = off. `processing_variants`
+    # is the student stages', `teacher_processing_variants` the teacher's: for the student, 2 variants distilled
+    # towards the original's logits raised probe agreement at no macro-F1 cost over 3 seeds; for the teacher they
+    # cost macro-F1 (docs/RESULTS.md "Student-only processing variants" and "Processing augmentation").
+    processing_variants: int = 2
+    teacher_processing_variants: int = 0
     # The distillation target of a variant under a cached-logit student: "own" (the teacher's logits of the variant)
     # or "original" (the unchanged image's, so the target does not move under processing).
-    variant_targets: str = "own"
+    variant_targets: str = "original"
     # Augmented distillation from cached logits (FKD): K augmented views per training image, built once with their
     # teacher logits; 0 = off. Needs `augment` (the views are augmentations) and replaces the plain logit cache.
     teacher_views: int = 0
@@ -91,6 +95,9 @@ class Recipe:
 
     def augment_for(self, stage: str) -> bool:
         return self.teacher_augment if stage == "teacher" else self.augment
+
+    def processing_variants_for(self, stage: str) -> int:
+        return self.teacher_processing_variants if stage == "teacher" else self.processing_variants
 
     def with_overrides(self, **overrides) -> Recipe:
         unknown = set(overrides) - set(asdict(self))
@@ -133,8 +140,10 @@ def stage_arguments(
     forward per step); with augmentation and `recipe.teacher_views` K > 0, it caches the teacher's logits of K
     augmented views of each image instead (`hf_deitcxr.data.view_bank`). The student's augmentation preset and
     `teacher_views` reach the student stages only (views: the distill stage only); the teacher stage keeps the
-    default augmentation. `cv_folds` / `fold` / `cv_pool`: train on the other folds and evaluate on fold `fold` of
-    the patient-grouped cross-validation seeded by `subset_seed` (`hf_deitcxr.data.cross_validation`).
+    default augmentation. Processed variants are per stage (`Recipe.processing_variants_for`); a variant's
+    distillation target (`recipe.variant_targets`) applies where the teacher's logits are cached. `cv_folds` /
+    `fold` / `cv_pool`: train on the other folds and evaluate on fold `fold` of the patient-grouped cross-validation
+    seeded by `subset_seed` (`hf_deitcxr.data.cross_validation`).
     """
     if (epochs is None) == (images_seen is None):
         raise ValueError("give exactly one training budget: epochs or images_seen")
@@ -153,15 +162,16 @@ def stage_arguments(
     augment, batch_size = recipe.augment_for(stage), recipe.batch_size_for(stage)
     # Only a distillation has teacher logits to cache per view; a baseline student just augments online.
     teacher_views = recipe.teacher_views if stage == "distill" else 0
+    logit_cache, variants = stage == "distill" and not augment, recipe.processing_variants_for(stage)
     data_args = DataArguments(dataset=dataset, train_subset=train_subset, subset_seed=subset_seed,
                               balancing=recipe.balancing, augment=augment, pixel_cache_dir=pixel_cache_dir,
                               augmentation_preset=recipe.student_augmentation_preset if student else "default",
                               acquisition_augment=recipe.acquisition_augment and augment,
                               framing_augment=recipe.framing_augment and augment,
-                              processing_variants=recipe.processing_variants,
-                              variant_targets=recipe.variant_targets if stage == "distill" and not augment else "own",
+                              processing_variants=variants,
+                              variant_targets=recipe.variant_targets if logit_cache and variants else "own",
                               teacher_views=teacher_views,
-                              teacher_logit_cache=stage == "distill" and not augment, resume=False,
+                              teacher_logit_cache=logit_cache, resume=False,
                               cv_folds=cv_folds, fold=fold, cv_pool=cv_pool)
     budget = {"num_train_epochs": epochs} if epochs is not None else {"max_steps": math.ceil(images_seen / batch_size)}
     on_gpu = torch.cuda.is_available()

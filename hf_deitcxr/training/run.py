@@ -138,7 +138,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     summary = {
         "stage": model_args.stage,
         **training_summary(trainer, train_result),
-        "num_train_images": len(distinct_images(trainer.train_dataset)),
+        **train_set_size(len(distinct_images(trainer.train_dataset)), data_args.processing_variants),
         "eval_split": data_args.eval_split,
         "image_size": model_args.image_size,
         "preprocessing": student_spec.preprocessing.to_dict(),
@@ -164,6 +164,14 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         arguments["cross_validation"] = fold.to_dict()
     return save_and_evaluate(trainer, processor, eval_data, summary, arguments, write_reports, model_card=True)
 
+
+
+def train_set_size(num_samples: int, processing_variants: int) -> dict[str, int]:
+    """`num_train_images`: the distinct training images (what a data-efficiency axis counts); with processed variants
+    also `num_train_samples`, the images and their variants together."""
+    if not processing_variants:
+        return {"num_train_images": num_samples}
+    return {"num_train_images": num_samples // (1 + processing_variants), "num_train_samples": num_samples}
 
 def cache_teacher_logits(teacher: FrozenTeacher, images: CachedImageDataset, collator, data_args: DataArguments,
                          batch_size: int) -> None:

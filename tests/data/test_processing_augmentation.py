@@ -168,7 +168,12 @@ def test_a_training_run_adds_the_variants_and_records_them(tmp_path, one_torch_t
     args = json.loads((output / "training_args.json").read_text())
     assert args["data"]["processing_variants"] == 2
     train_images = sum(1 for path in (data / "train").rglob("*.png"))
-    assert metrics["num_train_images"] == 3 * train_images and metrics["processing_variants"] == 2
+    # the distinct images (a data-efficiency axis), and the samples the variants add to them
+    assert (metrics["num_train_images"], metrics["num_train_samples"]) == (train_images, 3 * train_images)
+    assert metrics["processing_variants"] == 2
+    card = (output / "README.md").read_text()
+    samples_line = f"- Training images: {train_images}; {3 * train_images} training samples with their processed"
+    assert samples_line + " variants." in card
 
 
 def test_a_negative_number_of_variants_is_refused():

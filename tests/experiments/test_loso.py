@@ -195,6 +195,11 @@ def test_loso_distils_a_student_from_each_runs_teacher(data, tmp_path):
     assert result["runs"]["all"]["student"]["num_train_images"] == 48
     metrics = json.loads((out / "student-without-site_b" / "metrics.json").read_text())
     assert metrics["extra"]["num_train_images"] == 24 and metrics["extra"]["stage"] == "distill"
+    # the recipe's processed variants are the student's own (the teachers get none by default)
+    copies = 1 + CPU_RECIPE.processing_variants
+    assert metrics["extra"]["processing_variants"] == CPU_RECIPE.processing_variants
+    assert metrics["extra"]["num_train_samples"] == 24 * copies
+    assert "num_train_samples" not in json.loads((out / "teacher-without-site_b" / "metrics.json").read_text())["extra"]
     (row,) = result["rows"]
     assert keys(row["student"]) == keys({"with": row["with"], "without": row["without"]})
     for side in ("with", "without"):
@@ -208,6 +213,7 @@ def test_loso_distils_a_student_from_each_runs_teacher(data, tmp_path):
         result["runs"]["all"]["student"]["full_eval_accuracy"], abs=1 / 24 + 1e-9)
     table = (out / "loso.md").read_text()
     assert table.count("| held-out source |") == 2 and "Distilled DeiT student" in table
+    assert f"processed variants 0 (the students': {CPU_RECIPE.processing_variants})," in table
     assert "- site_b held out: trained without it " in table and "| site_b (student) | site_b | 24 | 1 |" in table
 
 

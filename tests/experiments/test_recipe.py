@@ -53,3 +53,35 @@ def test_plain_and_spt_methods_fix_the_students_patch_embedding_whatever_the_rec
         model_args = stage_arguments(stage, "data", tmp_path / method, recipe.with_overrides(**overrides),
                                      images_seen=64, teacher_dir=tmp_path / "teacher")[0]
         assert (model_args.shifted_patch_tokenization, model_args.locality_self_attention) == (spt, False), method
+
+
+def stage_data_arguments(tmp_path, recipe):
+    return {stage: stage_arguments(stage, "data", tmp_path / stage, recipe, images_seen=64,
+                                   teacher_dir=tmp_path / "teacher")[1] for stage in ("teacher", "distill", "baseline")}
+
+
+def test_processing_variants_are_per_stage_and_their_targets_need_cached_logits(tmp_path):
+    recipe = CPU_RECIPE.with_overrides(processing_variants=2, teacher_processing_variants=3, variant_targets="original")
+    data = stage_data_arguments(tmp_path, recipe)
+    assert {stage: (d.processing_variants, d.variant_targets) for stage, d in data.items()} == {
+        "teacher": (3, "own"), "distill": (2, "original"), "baseline": (2, "own")}
+    # an augmenting student distils online: no cached logits for the originals to share
+    augmented = stage_data_arguments(tmp_path, recipe.with_overrides(augment=True))["distill"]
+    assert (augmented.processing_variants, augmented.variant_targets) == (2, "own")
+    off = stage_data_arguments(tmp_path, recipe.with_overrides(processing_variants=0))["distill"]
+    assert (off.processing_variants, off.variant_targets) == (0, "own")
+
+
+def test_the_cpu_recipe_gives_variants_to_the_student_only(tmp_path):
+    data = stage_data_arguments(tmp_path, CPU_RECIPE)
+    assert data["teacher"].processing_variants == 0
+    assert (data["distill"].processing_variants, data["distill"].variant_targets) == (2, "original")
+
+
+def test_loso_passes_the_teachers_and_the_students_variants_separately():
+    default = LosoArguments().recipe()
+    assert (default.teacher_processing_variants, default.processing_variants) == (
+        CPU_RECIPE.teacher_processing_variants, CPU_RECIPE.processing_variants)
+    told = LosoArguments(processing_variants=4, student_processing_variants=0).recipe()
+    assert (told.processing_variants_for("teacher"), told.processing_variants_for("distill")) == (4, 0)
+    assert told.image_size_for("teacher") == LosoArguments().image_size
