@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 NOT_COVERED = ("leave-one-source-out retraining (a separate command, `hf-deitcxr loso`: it trains); remedies, which "
                "are training options (`--intensity_normalization`, `--remove_border`, `--acquisition_augment`, "
-               "`--framing_augment`, `--balancing source_balanced`); negative (inverted) exports: DICOM MONOCHROME1 "
-               "is inverted by the decoder before any model, an inverted 8-bit file is neither corrected nor probed")
+               "`--framing_augment`, `--processing_variants`, `--balancing source_balanced`); negative (inverted) "
+               "exports: DICOM MONOCHROME1 is inverted by the decoder before any model, an inverted 8-bit file is "
+               "neither corrected nor probed")
 
 
 @dataclass
