@@ -99,24 +99,39 @@ def evaluation_intervals(
     return {"overall": overall, "per_source": per_source}
 
 
-def make_compute_metrics(label_names: Sequence[str]) -> Callable[[Any], dict[str, float]]:
+def make_compute_metrics(label_names: Sequence[str],
+                         sources: Sequence[Any] | None = None) -> Callable[[Any], dict[str, float]]:
     """A `Trainer(compute_metrics=...)` callable: logits -> softmax -> a flat {name: float} dict.
 
     Undefined values (e.g. AUC when the eval set lacks a class) become NaN rather than disappearing, so the
-    logged keys stay the same every evaluation and `metric_for_best_model` never hits a missing key.
+    logged keys stay the same every evaluation and `metric_for_best_model` never hits a missing key. With the
+    evaluation images' `sources` (in the evaluation set's order, which Trainer's predictions keep), it also logs
+    `worst_source_accuracy`: the lowest per-source accuracy, for `--metric_for_best_model` to select on.
     """
     names = list(label_names)
+    source_array = None if sources is None else np.asarray([str(source) for source in sources])
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
         logits, label_ids = _unpack_eval_prediction(eval_prediction)
         keep = label_ids != -100  # HF's ignore index, e.g. padding added when gathering across processes
-        metrics = compute_classification_metrics(_softmax(logits[keep]), label_ids[keep], label_names=names)
+        probabilities = _softmax(logits[keep])
+        metrics = compute_classification_metrics(probabilities, label_ids[keep], label_names=names)
         flat = {key: metrics[key] for key in _FLAT_KEYS}
         for name in names:
             flat[f"sensitivity_{_log_key(name)}"] = metrics["per_class"][name]["sensitivity"]
+        if source_array is not None:
+            flat["worst_source_accuracy"] = _worst_source_accuracy(probabilities, label_ids[keep], source_array)
         return {key: (math.nan if value is None else float(value)) for key, value in flat.items()}
 
     return compute_metrics
+
+
+def _worst_source_accuracy(probabilities: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> float:
+    if len(sources) != len(labels):
+        raise ValueError(f"{len(labels)} evaluated images but {len(sources)} sources: the sources must be those of "
+                         "the evaluation set, in its order")
+    correct = probabilities.argmax(axis=1) == labels
+    return min(float(correct[sources == source].mean()) for source in np.unique(sources))
 
 
 def _unpack_eval_prediction(eval_prediction: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from ..metrics.report import make_compute_metrics
 from .teacher import FrozenTeacher
 from .trainer import DistillationTrainer
-from .trainer_flags import check_trainer_flags, early_stopping_callbacks, save_run_metrics
+from .trainer_flags import WORST_SOURCE_METRIC, check_trainer_flags, early_stopping_callbacks, save_run_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,17 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
+def eval_sources(eval_data: torch.utils.data.Dataset, training_args: TrainingArguments) -> Sequence[Any] | None:
+    """The evaluation images' sources, for the `worst_source_accuracy` metric; refuses to select on that metric
+    when the evaluation data has none."""
+    sources = (getattr(eval_data, "extras", None) or {}).get("source")
+    metric = (training_args.metric_for_best_model or "").removeprefix("eval_")
+    if sources is None and metric == WORST_SOURCE_METRIC:
+        raise ValueError(f"--metric_for_best_model {WORST_SOURCE_METRIC} needs evaluation images with a `source` "
+                         "column (metadata.csv), and this evaluation set has none")
+    return sources
+
+
 def train_model(
     model: torch.nn.Module,
     training_args: TrainingArguments,
@@ -97,7 +108,7 @@ def train_model(
         eval_dataset=eval_data,
         data_collator=train_collator,
         eval_data_collator=eval_collator,
-        compute_metrics=make_compute_metrics(label_names),
+        compute_metrics=make_compute_metrics(label_names, eval_sources(eval_data, training_args)),
         teacher=teacher,
         class_weights=class_weights,
         train_sampler=train_sampler,
@@ -177,6 +188,7 @@ def distinct_images(dataset: torch.utils.data.Dataset) -> torch.utils.data.Datas
 __all__ = [
     "checkpoint_to_resume",
     "distinct_images",
+    "eval_sources",
     "last_complete_checkpoint",
     "predict_probabilities",
     "save_and_evaluate",

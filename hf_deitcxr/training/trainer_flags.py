@@ -13,7 +13,9 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 # The evaluation metrics our `compute_metrics` logs (hf_deitcxr.metrics.report), besides `sensitivity_<class>`.
-LOGGED_METRICS = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "ece")
+# `worst_source_accuracy` is logged where the evaluation images have a source (the lowest per-source accuracy).
+WORST_SOURCE_METRIC = "worst_source_accuracy"
+LOGGED_METRICS = ("loss", "accuracy", "balanced_accuracy", "macro_f1", "macro_auc", "ece", WORST_SOURCE_METRIC)
 LOWER_IS_BETTER = ("loss", "ece")
 
 PUSH_TO_HUB_REFUSAL = (
@@ -104,6 +106,7 @@ def save_run_metrics(trainer: Trainer, split: str, metrics: dict[str, Any], num_
 
 __all__ = [
     "PUSH_TO_HUB_REFUSAL",
+    "WORST_SOURCE_METRIC",
     "RadiographTrainingArguments",
     "check_early_stopping",
     "check_trainer_flags",

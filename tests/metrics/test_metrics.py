@@ -196,6 +196,19 @@ def test_compute_metrics_for_trainer():
     assert math.isnan(two["macro_auc"]) and math.isnan(two["sensitivity_pneumonia"])
 
 
+def test_compute_metrics_logs_the_worst_sources_accuracy_when_given_the_sources():
+    logits, labels = np.log(np.asarray(PROBS)), np.array(LABELS)
+    sources = ["a", "b", "a", "b", "a", "b", "c", "c"]
+    out = make_compute_metrics(NAMES, sources)(EvalPrediction(predictions=logits, label_ids=labels))
+    correct = np.asarray(PROBS).argmax(axis=1) == labels
+    per_source = {s: correct[np.asarray(sources) == s].mean() for s in set(sources)}
+    assert len(set(per_source.values())) > 1  # the minimum is not every source's accuracy
+    assert out["worst_source_accuracy"] == pytest.approx(min(per_source.values()))
+    assert "worst_source_accuracy" not in make_compute_metrics(NAMES)(EvalPrediction(logits, labels))
+    with pytest.raises(ValueError, match="8 evaluated images but 7 sources"):
+        make_compute_metrics(NAMES, sources[:7])(EvalPrediction(predictions=logits, label_ids=labels))
+
+
 @pytest.mark.parametrize(
     ("probs", "labels", "kwargs", "match"),
     [

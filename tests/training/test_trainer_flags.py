@@ -142,6 +142,35 @@ def test_early_stopping_defaults_lower_is_better_for_ece(tmp_path):
     assert args.greater_is_better is False and args.early_stopping_patience == 1
 
 
+def test_the_worst_sources_accuracy_is_a_metric_to_select_on_and_needs_sources(tmp_path):
+    from hf_deitcxr.training.harness import eval_sources
+
+    *_, args = parse(tmp_path, *EARLY_STOPPING[:4], "--metric_for_best_model", "worst_source_accuracy")
+    assert args.greater_is_better is True
+    no_sources = torch.utils.data.TensorDataset(torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="needs evaluation images with a `source` column"):
+        eval_sources(no_sources, args)
+    assert eval_sources(no_sources, TrainingArguments(str(tmp_path), use_cpu=True, report_to="none")) is None
+
+
+def test_a_run_selects_its_best_checkpoint_by_the_worst_sources_accuracy(tmp_path, one_torch_thread):
+    output = tmp_path / "run"
+    argv = tiny_teacher_run(tmp_path, "--output_dir", str(output), "--max_steps", "4", "--eval_strategy", "steps",
+                            "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+                            "--load_best_model_at_end", "true", "--metric_for_best_model", "worst_source_accuracy",
+                            "--learning_rate", "0.01")
+    assert cli_main(argv) == 0
+    state = json.loads((output / "trainer_state.json").read_text())
+    evals = {entry["step"]: entry["eval_worst_source_accuracy"] for entry in state["log_history"]
+             if "eval_worst_source_accuracy" in entry}
+    assert list(evals) == [1, 2, 3, 4]
+    best_step = max(evals, key=evals.get)  # the first of equals: Trainer only replaces the best on an improvement
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best_step}")
+    # the saved (best) model's evaluation: its worst source is the logged value
+    worst = json.loads((output / "metrics.json").read_text())["extra"]["worst_source"]
+    assert worst["accuracy"] == pytest.approx(evals[best_step])
+
+
 def tiny_teacher_run(tmp_path, *extra: str, per_class=None) -> list[str]:
     data = write_imagefolder(tmp_path / "data", per_class or {"train": 4, "validation": 2})
     teacher_init, _ = save_cxr_standins(tmp_path)
