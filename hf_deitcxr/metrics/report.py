@@ -109,7 +109,6 @@ def make_compute_metrics(label_names: Sequence[str],
     `worst_source_accuracy`: the lowest per-source accuracy, for `--metric_for_best_model` to select on.
     """
     names = list(label_names)
-    source_array = None if sources is None else np.asarray([str(source) for source in sources])
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float]:
         logits, label_ids = _unpack_eval_prediction(eval_prediction)
@@ -119,19 +118,23 @@ def make_compute_metrics(label_names: Sequence[str],
         flat = {key: metrics[key] for key in _FLAT_KEYS}
         for name in names:
             flat[f"sensitivity_{_log_key(name)}"] = metrics["per_class"][name]["sensitivity"]
-        if source_array is not None:
-            flat["worst_source_accuracy"] = _worst_source_accuracy(probabilities, label_ids[keep], source_array)
+        if sources is not None:
+            flat["worst_source_accuracy"] = worst_source(probabilities, label_ids[keep], sources, names)["accuracy"]
         return {key: (math.nan if value is None else float(value)) for key, value in flat.items()}
 
     return compute_metrics
 
 
-def _worst_source_accuracy(probabilities: np.ndarray, labels: np.ndarray, sources: np.ndarray) -> float:
+def worst_source(probabilities: np.ndarray, labels: np.ndarray, sources: Sequence[Any],
+                 label_names: Sequence[str]) -> dict:
+    """The evaluation source with the lowest accuracy: {"source", "accuracy", "num_examples"}."""
     if len(sources) != len(labels):
         raise ValueError(f"{len(labels)} evaluated images but {len(sources)} sources: the sources must be those of "
                          "the evaluation set, in its order")
-    correct = probabilities.argmax(axis=1) == labels
-    return min(float(correct[sources == source].mean()) for source in np.unique(sources))
+    per_source = per_group_metrics(probabilities, labels, sources, label_names)
+    name = min(per_source, key=lambda key: per_source[key]["accuracy"])
+    return {"source": name, "accuracy": per_source[name]["accuracy"],
+            "num_examples": per_source[name]["num_examples"]}
 
 
 def _unpack_eval_prediction(eval_prediction: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -28,8 +28,7 @@ from ..data.image_cache import CachedImageDataset
 from ..data.input_spec import InputSpec
 from ..data.processing_augmentation import with_processing_variants
 from ..data.view_bank import AugmentedViewBank, ViewBankCollator
-from ..metrics import per_group_metrics
-from ..metrics.report import write_evaluation_report
+from ..metrics.report import worst_source, write_evaluation_report
 from ..models.deit_cxr.image_processing_deit_cxr import make_image_processor
 from .arguments import DataArguments, ModelArguments, configure_logging, parse_training_arguments
 from .builders import build_student, build_teacher, load_trained_teacher
@@ -212,15 +211,6 @@ def select_sources(split, *, exclude: Sequence[str] = (), keep: Sequence[str] = 
                 ", ".join(f"{name} {count}" for name, count in sorted(dropped.items())) or "none",
                 sorted(set(present) - dropped_sources))
     return split.select(kept)
-
-
-def worst_source(probabilities: np.ndarray, labels: np.ndarray, sources: Sequence[str],
-                 label_names: Sequence[str]) -> dict:
-    """The evaluation source with the lowest accuracy: {"source", "accuracy", "num_examples"}."""
-    per_source = per_group_metrics(probabilities, labels, sources, label_names)
-    name = min(per_source, key=lambda key: per_source[key]["accuracy"])
-    return {"source": name, "accuracy": per_source[name]["accuracy"],
-            "num_examples": per_source[name]["num_examples"]}
 
 
 def build_model(model_args: ModelArguments, label_names: Sequence[str]) -> torch.nn.Module:
